@@ -1,0 +1,1 @@
+"""Bytewax dataflows, their operators, and the pure logic they call (rating, dedupe)."""

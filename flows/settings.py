@@ -1,0 +1,78 @@
+"""All configuration: `METERFLOW_*` environment variables over a TOML file over defaults.
+
+The file is `meterflow.toml` in the working directory, or the path in
+`METERFLOW_CONFIG_FILE`. Defaults describe the local stack on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "meterflow"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="METERFLOW_", extra="forbid")
+
+    home: Path = Field(
+        default_factory=_default_home, description="Jars, broker data, chDB data, recovery"
+    )
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    registry_port: int = 18081
+    kafka_bootstrap: str = ""
+    registry_url: str = ""
+    clickhouse_dsn: str = ""
+    clickhouse_database: str = "meterflow"
+
+    usage_topic: str = "usage-events"
+    dead_letter_topic: str = "usage-dead-letters"
+    credit_grants_topic: str = "credit-grants"
+    alerts_topic: str = "usage-alerts"
+    usage_partitions: int = 4
+
+    dedupe_horizon: timedelta = timedelta(hours=24)
+    allowed_lateness: timedelta = timedelta(minutes=10)
+    max_future: timedelta = timedelta(minutes=5)
+    max_age: timedelta = timedelta(days=35)
+
+    prices_file: Path = _REPO / "flows" / "rating" / "catalogue" / "prices.yaml"
+    contracts_file: Path = _REPO / "flows" / "rating" / "catalogue" / "contracts.yaml"
+    costs_file: Path = _REPO / "flows" / "rating" / "catalogue" / "costs.yaml"
+
+    metrics_port: int = 9464
+    sink_batch_rows: int = 10_000
+    sink_flush_seconds: float = 1.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("METERFLOW_CONFIG_FILE", "meterflow.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file))
+
+    def model_post_init(self, _context: object) -> None:
+        self.kafka_bootstrap = self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        self.registry_url = (
+            self.registry_url or f"http://127.0.0.1:{self.registry_port}/apis/ccompat/v7"
+        )
+        self.clickhouse_dsn = self.clickhouse_dsn or f"chdb://{self.home / 'chdb'}"

@@ -1,0 +1,1 @@
+"""The local stack (Kafka, schema registry), deployment files, Grafana and Prometheus."""

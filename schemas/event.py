@@ -1,0 +1,73 @@
+"""The typed usage event and the rejection that replaces it when input is bad.
+
+The hot path builds thousands of these a second, so they are slotted dataclasses
+rather than pydantic models; validation lives in `schemas.validation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from types import MappingProxyType
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """One validated usage event; field names match the Avro schema and JSON form."""
+
+    event_id: str
+    timestamp: datetime
+    customer_id: str
+    meter: str
+    model: str
+    provider: str
+    mode: str
+    quantities: Mapping[str, int]
+    project_id: str | None = None
+    feature: str | None = None
+    properties: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    region: str | None = None
+
+
+class RejectReason(StrEnum):
+    """Why an input never became a rated event; stored verbatim in the dead-letter sink."""
+
+    CORRUPT_BYTES = "corrupt_bytes"
+    BAD_MAGIC_BYTE = "bad_magic_byte"
+    UNKNOWN_SCHEMA_ID = "unknown_schema_id"
+    MALFORMED_JSON = "malformed_json"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    NEGATIVE_QUANTITY = "negative_quantity"
+    INVALID_QUANTITY = "invalid_quantity"
+    UNKNOWN_METER = "unknown_meter"
+    UNKNOWN_DIMENSION = "unknown_dimension"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    ANCIENT_TIMESTAMP = "ancient_timestamp"
+    UNKNOWN_CUSTOMER = "unknown_customer"
+    UNKNOWN_MODEL = "unknown_model"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Bad input as data: a reason code and a message a person can act on."""
+
+    reason: RejectReason
+    detail: str
+    event_id: str | None = None
+    customer_id: str | None = None
+
+
+def to_micros(ts: datetime) -> int:
+    """Microseconds since the epoch: the exact integer form of an event time."""
+    return (ts - EPOCH) // _MICROSECOND
+
+
+def from_micros(us: int) -> datetime:
+    return EPOCH + us * _MICROSECOND

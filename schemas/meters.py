@@ -1,0 +1,17 @@
+"""Which quantity dimensions each meter accepts: part of the event contract."""
+
+from types import MappingProxyType
+
+METER_DIMENSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
+    {
+        "llm.tokens": frozenset(
+            {"input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens"}
+        ),
+        "gpu.time": frozenset({"gpu_ms"}),
+        "image.generation": frozenset({"images"}),
+        "agent.step": frozenset({"steps", "tool_calls"}),
+        "api.call": frozenset({"calls"}),
+    }
+)
+
+MODES = frozenset({"realtime", "batch"})

@@ -1,0 +1,86 @@
+"""Session-wide services: the real Kafka broker and schema registry, started once.
+
+Tests run their own stack on their own ports and data folder (jars shared with
+the demo's cache), so a running demo stack is neither used nor disturbed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from flows.settings import Settings
+from infra import stack
+
+TEST_ENV = {
+    "METERFLOW_KAFKA_PORT": "29092",
+    "METERFLOW_KAFKA_CONTROLLER_PORT": "29093",
+    "METERFLOW_REGISTRY_PORT": "28081",
+}
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    base = Settings()
+    os.environ.update(TEST_ENV)
+    return Settings(home=base.home / "test-stack")
+
+
+@pytest.fixture(scope="session")
+def stack_config(settings: Settings) -> stack.StackConfig:
+    return stack.StackConfig(
+        home=settings.home,
+        kafka_port=settings.kafka_port,
+        kafka_controller_port=settings.kafka_controller_port,
+        registry_port=settings.registry_port,
+        topics={},
+    )
+
+
+@pytest.fixture(scope="session")
+def running_stack(stack_config: stack.StackConfig) -> Iterator[stack.StackConfig]:
+    stack.up(stack_config)
+    yield stack_config
+    stack.down(stack_config)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(running_stack: stack.StackConfig) -> str:
+    return running_stack.bootstrap
+
+
+@pytest.fixture(scope="session")
+def registry_client(running_stack: stack.StackConfig, settings: Settings) -> SchemaRegistryClient:
+    return SchemaRegistryClient({"url": settings.registry_url})
+
+
+@pytest.fixture
+def topic_factory(kafka_bootstrap: str) -> Callable[[int], str]:
+    def make(partitions: int = 1) -> str:
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        stack.create_topics(kafka_bootstrap, {name: partitions})
+        return name
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """chDB opens one data path per process, so the whole session shares this one."""
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture
+def clickhouse_dsn(chdb_path: Path) -> str:
+    return f"chdb://{chdb_path}"
+
+
+@pytest.fixture
+def database() -> str:
+    """A fresh database per test keeps tests independent inside the one chDB engine."""
+    return f"t_{uuid.uuid4().hex[:12]}"
