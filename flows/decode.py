@@ -27,6 +27,7 @@ class Consumed:
     topic: str
     partition: int
     offset: int
+    kafka_timestamp_ms: int
 
 
 def shard_of(customer_id: str, shards: int) -> str:
@@ -61,7 +62,9 @@ def decode_consumed(
                 ),
             )
         else:
-            consumed = Consumed(outcome, batch.topic, batch.partition, record.offset)
+            consumed = Consumed(
+                outcome, batch.topic, batch.partition, record.offset, record.timestamp_ms
+            )
             by_shard.setdefault(shard_of(outcome.customer_id, shards), []).append(consumed)
     return audit, by_shard
 

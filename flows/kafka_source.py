@@ -8,6 +8,7 @@ offsets resume together with the rest of the flow's state.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,7 @@ class _BatchPartition(StatefulSourcePartition[ConsumedBatch, int]):
         offset: int,
         batch_size: int,
         tail: bool,
+        until: float | None,
     ):
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
@@ -55,6 +57,7 @@ class _BatchPartition(StatefulSourcePartition[ConsumedBatch, int]):
         self._offset = offset
         self._batch_size = batch_size
         self._tail = tail
+        self._until = until
         self._eof = False
         self._awake: datetime | None = None
 
@@ -67,7 +70,7 @@ class _BatchPartition(StatefulSourcePartition[ConsumedBatch, int]):
             error = msg.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    self._eof = not self._tail
+                    self._eof = not self._tail or (self._until or math.inf) <= time.time()
                     continue
                 raise RuntimeError(f"consuming {self._topic}[{self._partition}]: {error}")
             records.append(
@@ -91,13 +94,25 @@ class _BatchPartition(StatefulSourcePartition[ConsumedBatch, int]):
 
 
 class KafkaBatchSource(FixedPartitionedSource[ConsumedBatch, int]):
-    """All partitions of one topic; `tail=False` stops at the end (demo, tests, benchmarks)."""
+    """All partitions of one topic.
 
-    def __init__(self, bootstrap: str, topic: str, batch_size: int = 5000, tail: bool = True):
+    `tail=False` stops at the end of the topic (demo, tests); `until`, a Unix time,
+    stops at the first end reached after it (benchmarks that produce while running).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        batch_size: int = 5000,
+        tail: bool = True,
+        until: float | None = None,
+    ):
         self._bootstrap = bootstrap
         self._topic = topic
         self._batch_size = batch_size
         self._tail = tail
+        self._until = until
 
     def list_parts(self) -> list[str]:
         metadata = AdminClient({"bootstrap.servers": self._bootstrap}).list_topics(
@@ -119,5 +134,5 @@ class KafkaBatchSource(FixedPartitionedSource[ConsumedBatch, int]):
         }
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
         return _BatchPartition(
-            config, self._topic, int(for_part), offset, self._batch_size, self._tail
+            config, self._topic, int(for_part), offset, self._batch_size, self._tail, self._until
         )

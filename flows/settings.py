@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from infra.stack import StackConfig
+
 _REPO = Path(__file__).resolve().parent.parent
 
 
@@ -54,6 +56,10 @@ class Settings(BaseSettings):
     contracts_file: Path = _REPO / "flows" / "rating" / "catalogue" / "contracts.yaml"
     costs_file: Path = _REPO / "flows" / "rating" / "catalogue" / "costs.yaml"
 
+    shards: int = 32
+    tail: bool = True
+    snapshot_seconds: float = 2.0
+    recovery_dir: Path | None = None
     metrics_port: int = 9464
     sink_batch_rows: int = 10_000
     sink_flush_seconds: float = 1.0
@@ -70,9 +76,25 @@ class Settings(BaseSettings):
         toml_file = Path(os.environ.get("METERFLOW_CONFIG_FILE", "meterflow.toml"))
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file))
 
+    def stack(self) -> StackConfig:
+        """The local stack these settings point at, with the topics the flow uses."""
+        return StackConfig(
+            home=self.home,
+            kafka_port=self.kafka_port,
+            kafka_controller_port=self.kafka_controller_port,
+            registry_port=self.registry_port,
+            topics={
+                self.usage_topic: self.usage_partitions,
+                self.credit_grants_topic: self.usage_partitions,
+                self.dead_letter_topic: 1,
+                self.alerts_topic: 1,
+            },
+        )
+
     def model_post_init(self, _context: object) -> None:
         self.kafka_bootstrap = self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
         self.registry_url = (
             self.registry_url or f"http://127.0.0.1:{self.registry_port}/apis/ccompat/v7"
         )
         self.clickhouse_dsn = self.clickhouse_dsn or f"chdb://{self.home / 'chdb'}"
+        self.recovery_dir = self.recovery_dir or self.home / "recovery"

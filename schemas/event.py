@@ -10,10 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from types import MappingProxyType
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EMPTY: Mapping[str, str] = MappingProxyType({})
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -31,7 +29,7 @@ class UsageEvent:
     quantities: Mapping[str, int]
     project_id: str | None = None
     feature: str | None = None
-    properties: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    properties: Mapping[str, str] = field(default_factory=dict)
     region: str | None = None
 
 
@@ -52,6 +50,7 @@ class RejectReason(StrEnum):
     ANCIENT_TIMESTAMP = "ancient_timestamp"
     UNKNOWN_CUSTOMER = "unknown_customer"
     UNKNOWN_MODEL = "unknown_model"
+    BEYOND_DEDUPE_HORIZON = "beyond_dedupe_horizon"
 
 
 @dataclass(frozen=True, slots=True)

@@ -496,6 +496,7 @@ def _llm_tokens(rng: random.Random, model: str) -> tuple[dict[str, int], dict[st
     completion = _log_normal(rng, task.output_median, 0.8, 1, 16_000)
     quantities = {"input_tokens": prompt, "output_tokens": completion}
     if rng.random() < task.cached_chance and (cached := int(prompt * rng.uniform(0.2, 0.95))):
+        quantities["input_tokens"] = prompt - cached
         quantities["cached_input_tokens"] = cached
     if model in _REASONING_MODELS and rng.random() < task.reasoning_chance:
         quantities["reasoning_tokens"] = _log_normal(rng, 700, 1.0, 1, 32_000)

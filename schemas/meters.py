@@ -1,4 +1,9 @@
-"""Which quantity dimensions each meter accepts: part of the event contract."""
+"""Which quantity dimensions each meter accepts: part of the event contract.
+
+Dimensions are disjoint, each priced on its own: `input_tokens` counts prompt
+tokens not served from cache, `cached_input_tokens` those that were, and
+`reasoning_tokens` are not included in `output_tokens`.
+"""
 
 from types import MappingProxyType
 

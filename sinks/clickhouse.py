@@ -21,10 +21,15 @@ _STATEMENT_END = re.compile(r";\s*(?:\n|$)")
 
 
 def connect(dsn: str, database: str) -> Client:
-    """A client on `database`, created if missing, with every migration applied."""
-    bootstrap = clickhouse_connect.get_client(dsn=dsn)
-    bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-    client = clickhouse_connect.get_client(dsn=dsn, database=database)
+    """A client on `database`, created if missing, with every migration applied.
+
+    One client throughout: a second, dropped one would be closed by the garbage
+    collector on whichever thread runs it, and chDB can hang closing a connection
+    while another thread queries.
+    """
+    client = clickhouse_connect.get_client(dsn=dsn)
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    client.database = database
     migrate(client)
     return client
 

@@ -65,6 +65,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "late",
         "lateness_ms",
         "adjustment",
+        "kafka_timestamp",
         "rated_at",
     ),
     LATE_ADJUSTMENTS: (

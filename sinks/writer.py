@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 Floors = dict[str, dict[str, int]]
 """table -> stream -> highest position flushed as of the snapshot."""
 
+OnFlush = Callable[[dict[str, list[Row]], float], None]
+"""Told the rows of each table once they are queryable, and how long the insert took."""
+
 
 class WrittenRanges:
     """Positions already in ClickHouse past the snapshot, per table and stream."""
@@ -74,7 +77,7 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
         floors: Floors,
         flush_rows: int,
         flush_seconds: float,
-        on_flush: Callable[[int, float], None],
+        on_flush: OnFlush,
     ):
         self._client = client
         self._floors = floors
@@ -114,7 +117,7 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
                 if row[1] > floors.get(row[0], -1):
                     floors[row[0]] = row[1]
         if self._buffered:
-            self._on_flush(self._buffered, time.monotonic() - started)
+            self._on_flush(self._buffer, time.monotonic() - started)
         self._buffer = {}
         self._buffered = 0
         self._last_flush = time.monotonic()
@@ -136,7 +139,7 @@ class ClickHouseSink(FixedPartitionedSink[SinkBatch, Floors]):
         connect: Callable[[], Client],
         flush_rows: int,
         flush_seconds: float,
-        on_flush: Callable[[int, float], None] = lambda rows, seconds: None,
+        on_flush: OnFlush = lambda rows, seconds: None,
     ):
         self._connect = connect
         self._flush_rows = flush_rows

@@ -55,8 +55,13 @@ def kafka_bootstrap(running_stack: stack.StackConfig) -> str:
 
 
 @pytest.fixture(scope="session")
-def registry_client(running_stack: stack.StackConfig, settings: Settings) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": settings.registry_url})
+def settings_registry_url(running_stack: stack.StackConfig, settings: Settings) -> str:
+    return settings.registry_url
+
+
+@pytest.fixture(scope="session")
+def registry_client(settings_registry_url: str) -> SchemaRegistryClient:
+    return SchemaRegistryClient({"url": settings_registry_url})
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS rated_usage
     late Bool,
     lateness_ms UInt64,
     adjustment Bool,
+    kafka_timestamp DateTime64(3, 'UTC'),
     rated_at DateTime64(3, 'UTC')
 )
 ENGINE = ReplacingMergeTree

@@ -1,0 +1,159 @@
+"""The metering dataflow, wired thin: every step calls logic that lives elsewhere.
+
+    usage topic -> decode+validate -> split by customer shard -> meter (dedupe, lateness,
+    rating; stateful) -> ClickHouse; dead letters and alerts also to their topics.
+
+Run with `python -m bytewax.run "flows.dataflow:flow()"` (or `meterflow run`);
+configuration comes from `flows.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from base64 import b64encode
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from flows import metrics
+from flows.decode import Consumed, decode_consumed
+from flows.dedupe import DedupeWindow
+from flows.kafka_source import ConsumedBatch, KafkaBatchSource
+from flows.metering import ShardMeter, ShardState
+from flows.rating.books import load_books
+from flows.rating.engine import RatingEngine
+from flows.settings import Settings
+from schemas.serde import Decoder
+from schemas.validation import TimeBounds
+from sinks.batch import SinkBatch
+from sinks.clickhouse import connect
+from sinks.tables import ALERTS, DEAD_LETTERS, TABLES
+from sinks.writer import ClickHouseSink
+
+log = logging.getLogger(__name__)
+
+Keyed = tuple[str, SinkBatch]
+ShardItems = tuple[str, list[Consumed]]
+
+
+class _Steps:
+    """What the steps close over; built lazily so each worker process makes its own clients."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.bounds = TimeBounds(settings.max_future, settings.max_age)
+
+    @cached_property
+    def decoder(self) -> Decoder:
+        return Decoder(SchemaRegistryClient({"url": self.settings.registry_url}))
+
+    @cached_property
+    def meter(self) -> ShardMeter:
+        books = load_books(
+            self.settings.prices_file, self.settings.contracts_file, self.settings.costs_file
+        )
+        lateness_us = self.settings.allowed_lateness // timedelta(microseconds=1)
+        return ShardMeter(RatingEngine(books), lateness_us)
+
+    def decode(self, batch: ConsumedBatch) -> tuple[Keyed, list[tuple[str, ShardItems]]]:
+        metrics.record_consumed(batch.topic, batch.partition, len(batch.records))
+        audit, by_shard = decode_consumed(batch, self.decoder, self.bounds, self.settings.shards)
+        metrics.record_rejections(_reasons(audit))
+        return (audit.stream, audit), [(shard, (shard, items)) for shard, items in by_shard.items()]
+
+    def build_meter(self, resume: bytes | None) -> _MeterLogic:
+        if resume is None:
+            horizon_us = self.settings.dedupe_horizon // timedelta(microseconds=1)
+            state = ShardState(DedupeWindow(horizon_us))
+        else:
+            state = pickle.loads(resume)
+        return _MeterLogic(self.meter, state)
+
+
+class _MeterLogic(StatefulBatchLogic[ShardItems, SinkBatch, bytes]):
+    def __init__(self, meter: ShardMeter, state: ShardState):
+        self.meter = meter
+        self.state = state
+
+    def on_batch(self, values: list[ShardItems]) -> tuple[list[SinkBatch], bool]:
+        shard = values[0][0]
+        items = [item for _, batch in values for item in batch]
+        out, report = self.meter.meter(shard, self.state, items, datetime.now(UTC))
+        window = self.state.dedupe
+        metrics.record_shard(shard, report, len(window), window.max_event_us)
+        return [out], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        """Pickled now, so later batches cannot change what the snapshot holds."""
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def build_flow(settings: Settings) -> Dataflow:
+    steps = _Steps(settings)
+    flow = Dataflow("meterflow")
+    source = KafkaBatchSource(settings.kafka_bootstrap, settings.usage_topic, tail=settings.tail)
+    consumed = op.input("usage", flow, source)
+    decoded = op.map("decode", consumed, steps.decode)
+    audit = op.map("audit", decoded, lambda d: d[0])
+    shards = op.flat_map("split", decoded, lambda d: d[1])
+    metered = op.stateful_batch("meter", shards, steps.build_meter)
+    rows = op.merge("rows", audit, metered)
+    sink = ClickHouseSink(
+        lambda: connect(settings.clickhouse_dsn, settings.clickhouse_database),
+        settings.sink_batch_rows,
+        settings.sink_flush_seconds,
+        metrics.record_flush,
+    )
+    op.output("clickhouse", rows, sink)
+    brokers = [settings.kafka_bootstrap]
+    dead = op.flat_map("dead_letter_messages", rows, lambda kb: _dead_letter_messages(kb[1]))
+    op.output("dead_letter_topic", dead, KafkaSink(brokers, settings.dead_letter_topic))
+    alerts = op.flat_map("alert_messages", metered, lambda kb: _alert_messages(kb[1]))
+    op.output("alerts_topic", alerts, KafkaSink(brokers, settings.alerts_topic))
+    return flow
+
+
+def flow() -> Dataflow:
+    """Entry point for `python -m bytewax.run "flows.dataflow:flow()"`."""
+    settings = Settings()
+    process = int(os.environ.get("BYTEWAX_PROCESS_ID", "0"))
+    metrics.serve(settings.metrics_port + process)
+    return build_flow(settings)
+
+
+def _reasons(batch: SinkBatch) -> dict[str, int]:
+    reasons: dict[str, int] = {}
+    column = TABLES[DEAD_LETTERS].index("reason")
+    for row in batch.tables.get(DEAD_LETTERS, []):
+        reasons[row[column]] = reasons.get(row[column], 0) + 1
+    return reasons
+
+
+def _dead_letter_messages(batch: SinkBatch) -> list[KafkaSinkMessage[bytes, bytes]]:
+    """Dead letters as JSON on their topic, keyed by Kafka coordinates (consumers dedupe on it)."""
+    columns = TABLES[DEAD_LETTERS]
+    messages = []
+    for row in batch.tables.get(DEAD_LETTERS, []):
+        record = dict(zip(columns, row, strict=True))
+        record["payload"] = b64encode(record["payload"]).decode()
+        key = f"{record['topic']}/{record['partition']}/{record['offset']}"
+        messages.append(KafkaSinkMessage(key.encode(), json.dumps(record, default=str).encode()))
+    return messages
+
+
+def _alert_messages(batch: SinkBatch) -> list[KafkaSinkMessage[bytes, bytes]]:
+    columns = TABLES[ALERTS]
+    messages = []
+    for row in batch.tables.get(ALERTS, []):
+        record = dict(zip(columns, row, strict=True))
+        key = str(record["customer_id"]).encode()
+        messages.append(KafkaSinkMessage(key, json.dumps(record, default=str).encode()))
+    return messages

@@ -1,0 +1,107 @@
+"""Prometheus metrics of a worker process, named after Prometheus conventions."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from flows.metering import ShardReport
+from sinks.batch import Row
+from sinks.tables import RATED_USAGE, TABLES
+
+log = logging.getLogger(__name__)
+
+CONSUMED = Counter(
+    "meterflow_consumed_records_total", "Kafka records consumed", ["topic", "partition"]
+)
+EVENTS = Counter(
+    "meterflow_events_total",
+    "Consumed records by outcome: rated, late, adjustment, duplicate, dead_letter",
+    ["outcome"],
+)
+DUPLICATES = Counter("meterflow_duplicates_total", "Re-sent events recognised and not rated")
+LATE = Counter("meterflow_late_events_total", "Events behind the watermark, rated and flagged")
+LATENESS = Histogram(
+    "meterflow_event_lateness_seconds",
+    "How far late events were behind their shard's newest event time",
+    buckets=(60, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600),
+)
+DEAD_LETTERS = Counter("meterflow_dead_letters_total", "Records dead-lettered", ["reason"])
+RATING_REJECTIONS = Counter(
+    "meterflow_rating_errors_total",
+    "Valid events the rating engine could not price (unknown customer or model)",
+    ["reason"],
+)
+DEDUPE_IDS = Gauge("meterflow_dedupe_state_ids", "Event ids held in the dedupe window", ["shard"])
+WATERMARK = Gauge(
+    "meterflow_watermark_timestamp_seconds", "Newest event time seen, per shard", ["shard"]
+)
+WATERMARK_LAG = Gauge(
+    "meterflow_watermark_lag_seconds",
+    "Wall clock minus the newest event time, per shard",
+    ["shard"],
+)
+SINK_ROWS = Histogram(
+    "meterflow_sink_batch_rows",
+    "Rows per ClickHouse flush",
+    buckets=(10, 100, 1000, 5000, 10_000, 50_000, 100_000),
+)
+SINK_SECONDS = Histogram("meterflow_sink_flush_seconds", "Duration of a ClickHouse flush")
+LATENCY = Histogram(
+    "meterflow_produce_to_queryable_seconds",
+    "From an event's Kafka timestamp to its rated row being queryable in ClickHouse",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+ALERTS = Counter("meterflow_alerts_total", "Credit and budget alerts raised", ["kind"])
+
+_RATING_REASONS = frozenset({"unknown_customer", "unknown_model"})
+_KAFKA_TS = TABLES[RATED_USAGE].index("kafka_timestamp")
+
+
+def serve(port: int) -> None:
+    start_http_server(port, addr="127.0.0.1")
+    log.info("metrics on http://127.0.0.1:%d/metrics", port)
+
+
+def record_consumed(topic: str, partition: int, count: int) -> None:
+    CONSUMED.labels(topic, str(partition)).inc(count)
+
+
+def record_rejections(reasons: dict[str, int]) -> None:
+    for reason, count in reasons.items():
+        EVENTS.labels("dead_letter").inc(count)
+        DEAD_LETTERS.labels(reason).inc(count)
+
+
+def record_shard(shard: str, report: ShardReport, dedupe_ids: int, max_event_us: int) -> None:
+    for outcome, count in report.outcomes.items():
+        EVENTS.labels(outcome).inc(count)
+    DUPLICATES.inc(report.outcomes["duplicate"])
+    LATE.inc(report.outcomes["late"] + report.outcomes["adjustment"])
+    for seconds in report.lateness_seconds:
+        LATENESS.observe(seconds)
+    for reason, count in report.dead_letters.items():
+        DEAD_LETTERS.labels(reason).inc(count)
+        if reason in _RATING_REASONS:
+            RATING_REJECTIONS.labels(reason).inc(count)
+    for alert in report.alerts:
+        ALERTS.labels(str(alert.kind)).inc()
+    DEDUPE_IDS.labels(shard).set(dedupe_ids)
+    WATERMARK.labels(shard).set(max_event_us / 1e6)
+    WATERMARK_LAG.labels(shard).set(time.time() - max_event_us / 1e6)
+
+
+def queryable_latencies(tables: dict[str, list[Row]]) -> list[float]:
+    """Seconds from each rated event's Kafka timestamp to now, when its row became queryable."""
+    now = datetime.now(UTC)
+    return [(now - row[_KAFKA_TS]).total_seconds() for row in tables.get(RATED_USAGE, ())]
+
+
+def record_flush(tables: dict[str, list[Row]], seconds: float) -> None:
+    SINK_ROWS.observe(sum(len(rows) for rows in tables.values()))
+    SINK_SECONDS.observe(seconds)
+    for latency in queryable_latencies(tables):
+        LATENCY.observe(latency)

@@ -1,0 +1,71 @@
+"""Run the metering flow in this process, with Bytewax recovery always on."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+from confluent_kafka import Consumer, TopicPartition
+
+from flows import metrics
+from flows.dataflow import build_flow
+from flows.settings import Settings
+from sinks.clickhouse import connect
+from sinks.reconcile import Reconciliation, reconcile
+
+log = logging.getLogger(__name__)
+
+RECOVERY_PARTITIONS = 4
+
+
+def run(
+    settings: Settings,
+    workers: int = 1,
+    process_id: int | None = None,
+    addresses: str | None = None,
+) -> None:
+    """Blocks until the flow ends (at the topic's end when `settings.tail` is false)."""
+    recovery = settings.recovery_dir
+    assert recovery is not None
+    if not recovery.exists():
+        recovery.mkdir(parents=True)
+        init_db_dir(recovery, RECOVERY_PARTITIONS)
+        log.info("initialised recovery store %s", recovery)
+    metrics.serve(settings.metrics_port + (process_id or 0))
+    log.info(
+        "metering %s -> %s (%d worker(s), snapshot every %ss, recovery in %s)",
+        settings.usage_topic,
+        settings.clickhouse_dsn,
+        workers,
+        settings.snapshot_seconds,
+        recovery,
+    )
+    cli_main(
+        build_flow(settings),
+        workers_per_process=workers,
+        process_id=process_id,
+        addresses=addresses.split(";") if addresses else None,
+        epoch_interval=timedelta(seconds=settings.snapshot_seconds),
+        recovery_config=RecoveryConfig(str(recovery)),
+    )
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "meterflow-reconcile"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def reconcile_topic(settings: Settings) -> Reconciliation:
+    client = connect(settings.clickhouse_dsn, settings.clickhouse_database)
+    return reconcile(
+        client, settings.usage_topic, end_offsets(settings.kafka_bootstrap, settings.usage_topic)
+    )

@@ -1,0 +1,107 @@
+"""`meterflow reconcile`: prove every consumed offset has exactly one outcome.
+
+The raw event log holds every consumed record; rated usage, duplicates and dead
+letters each name the offset they account for. An offset with no outcome is a
+gap (lost revenue), one with two is a double count, an outcome without a raw
+record is an orphan, and a partition whose log stops short of Kafka's end has
+records not consumed yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from clickhouse_connect.driver.client import Client
+
+_OUTCOMES = """
+    SELECT partition, offset, multiIf(adjustment, 'adjustment', late, 'late', 'rated') AS outcome
+    FROM rated_usage WHERE topic = %(topic)s
+    UNION ALL
+    SELECT partition, offset, 'duplicate' FROM duplicates WHERE topic = %(topic)s
+    UNION ALL
+    SELECT partition, offset, 'dead_letter' FROM dead_letters WHERE topic = %(topic)s
+"""
+
+
+@dataclass
+class Reconciliation:
+    topic: str
+    consumed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    doubles: list[tuple[int, int, list[str]]] = field(default_factory=list)
+    orphans: list[tuple[int, int]] = field(default_factory=list)
+    behind: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        accounted = sum(self.outcomes.values()) == self.consumed
+        return accounted and not (self.gaps or self.doubles or self.orphans or self.behind)
+
+    def lines(self) -> list[str]:
+        out = [f"topic {self.topic}: {self.consumed} records consumed"]
+        out += [f"  {name:<12} {count}" for name, count in sorted(self.outcomes.items())]
+        out += [f"    dead letter {reason}: {n}" for reason, n in sorted(self.dead_letters.items())]
+        out.append(f"  gaps (no outcome): {len(self.gaps)} {self.gaps[:5]}")
+        out.append(f"  double outcomes: {len(self.doubles)} {self.doubles[:5]}")
+        out.append(f"  orphan outcomes: {len(self.orphans)} {self.orphans[:5]}")
+        out.append(f"  partitions not fully consumed: {self.behind or 'none'}")
+        out.append(
+            "  every consumed offset is accounted for" if self.ok else "  RECONCILIATION FAILED"
+        )
+        return out
+
+
+def reconcile(client: Client, topic: str, end_offsets: dict[int, int]) -> Reconciliation:
+    """Check the tables against each other and against Kafka's end offsets (next offset)."""
+    p = {"topic": topic}
+    result = Reconciliation(topic)
+    count = client.query("SELECT count() FROM raw_events WHERE topic = %(topic)s", parameters=p)
+    result.consumed = count.result_rows[0][0]
+    rows = client.query(
+        f"SELECT outcome, count() FROM ({_OUTCOMES}) GROUP BY outcome", parameters=p
+    )
+    result.outcomes = {outcome: n for outcome, n in rows.result_rows}
+    rows = client.query(
+        "SELECT reason, count() FROM dead_letters WHERE topic = %(topic)s GROUP BY reason",
+        parameters=p,
+    )
+    result.dead_letters = {reason: n for reason, n in rows.result_rows}
+    rows = client.query(
+        f"""
+        SELECT r.partition, r.offset, groupArrayIf(o.outcome, o.outcome != '') AS outs
+        FROM (SELECT partition, offset FROM raw_events WHERE topic = %(topic)s) AS r
+        LEFT JOIN ({_OUTCOMES}) AS o ON r.partition = o.partition AND r.offset = o.offset
+        GROUP BY r.partition, r.offset
+        HAVING length(outs) != 1
+        ORDER BY r.partition, r.offset
+        """,
+        parameters=p,
+    )
+    for partition, offset, outs in rows.result_rows:
+        if outs:
+            result.doubles.append((partition, offset, list(outs)))
+        else:
+            result.gaps.append((partition, offset))
+    rows = client.query(
+        f"""
+        SELECT o.partition, o.offset FROM ({_OUTCOMES}) AS o
+        LEFT ANTI JOIN (SELECT partition, offset FROM raw_events WHERE topic = %(topic)s) AS r
+            ON r.partition = o.partition AND r.offset = o.offset
+        ORDER BY o.partition, o.offset
+        """,
+        parameters=p,
+    )
+    result.orphans = [(partition, offset) for partition, offset in rows.result_rows]
+    rows = client.query(
+        "SELECT partition, max(offset) + 1, count() FROM raw_events WHERE topic = %(topic)s "
+        "GROUP BY partition",
+        parameters=p,
+    )
+    consumed_to = {partition: (end, n) for partition, end, n in rows.result_rows}
+    for partition, end in end_offsets.items():
+        next_offset, count = consumed_to.get(partition, (0, 0))
+        if next_offset < end or count != next_offset:
+            result.behind[partition] = end - count
+    return result

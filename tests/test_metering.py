@@ -1,0 +1,80 @@
+"""One shard's decisions, without Bytewax or services: every event gets exactly one outcome."""
+
+from datetime import UTC, datetime, timedelta
+
+from flows.decode import Consumed
+from flows.dedupe import DedupeWindow
+from flows.metering import ShardMeter, ShardReport, ShardState
+from flows.rating.books import load_books
+from flows.rating.engine import RatingEngine
+from schemas.event import UsageEvent
+from sinks.batch import SinkBatch
+from sinks.tables import DEAD_LETTERS, DUPLICATES, LATE_ADJUSTMENTS, RATED_USAGE, TABLES
+
+HOUR_US = 3_600_000_000
+NOW = datetime(2026, 12, 1, 0, 30, tzinfo=UTC)
+
+
+def event(
+    event_id: str, at: datetime, customer: str = "cust-0001", model: str = "gpt-4o"
+) -> UsageEvent:
+    return UsageEvent(
+        event_id=event_id,
+        timestamp=at,
+        customer_id=customer,
+        meter="llm.tokens",
+        model=model,
+        provider="openai",
+        mode="realtime",
+        quantities={"input_tokens": 1_000_000, "output_tokens": 100_000},
+    )
+
+
+def consumed(events: list[UsageEvent]) -> list[Consumed]:
+    return [Consumed(e, "usage", 0, offset, 0) for offset, e in enumerate(events)]
+
+
+def meter(events: list[UsageEvent]) -> tuple[SinkBatch, ShardReport]:
+    shard_meter = ShardMeter(RatingEngine(load_books()), allowed_lateness_us=HOUR_US // 6)
+    state = ShardState(DedupeWindow(24 * HOUR_US))
+    return shard_meter.meter("shard-000", state, consumed(events), NOW)
+
+
+def column(table: str, name: str, rows: list[tuple[object, ...]]) -> list[object]:
+    index = TABLES[table].index(name)
+    return [row[index] for row in rows]
+
+
+def test_each_event_has_one_outcome_and_positions_count_up() -> None:
+    events = [
+        event("a", NOW - timedelta(minutes=5)),
+        event("a", NOW - timedelta(minutes=5)),
+        event("b", NOW - timedelta(minutes=1)),
+        event("c", NOW - timedelta(minutes=2), customer="cust-9999"),
+        event("d", NOW - timedelta(minutes=3), model="mystery-model-7b"),
+    ]
+    out, report = meter(events)
+    assert column(RATED_USAGE, "event_id", out.tables[RATED_USAGE]) == ["a", "b"]
+    assert column(RATED_USAGE, "position", out.tables[RATED_USAGE]) == [0, 1]
+    assert column(DUPLICATES, "offset", out.tables[DUPLICATES]) == [1]
+    reasons = column(DEAD_LETTERS, "reason", out.tables[DEAD_LETTERS])
+    assert sorted(reasons) == ["unknown_customer", "unknown_model"]
+    assert sum(report.outcomes.values()) == len(events)
+
+
+def test_late_event_in_a_closed_period_becomes_an_adjustment() -> None:
+    on_time = event("now", NOW)
+    last_month = event("nov", NOW - timedelta(hours=2))
+    out, report = meter([on_time, last_month])
+    late = column(RATED_USAGE, "late", out.tables[RATED_USAGE])
+    adjustment = column(RATED_USAGE, "adjustment", out.tables[RATED_USAGE])
+    assert late == [False, True] and adjustment == [False, True]
+    assert column(LATE_ADJUSTMENTS, "event_id", out.tables[LATE_ADJUSTMENTS]) == ["nov"]
+    assert report.outcomes == {"rated": 1, "adjustment": 1}
+    assert report.lateness_seconds == [7200.0]
+
+
+def test_events_beyond_the_dedupe_horizon_are_dead_lettered_not_guessed() -> None:
+    out, report = meter([event("new", NOW), event("old", NOW - timedelta(hours=25))])
+    assert column(DEAD_LETTERS, "reason", out.tables[DEAD_LETTERS]) == ["beyond_dedupe_horizon"]
+    assert report.outcomes == {"rated": 1, "dead_letter": 1}

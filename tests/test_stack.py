@@ -1,0 +1,102 @@
+"""The local stack for real: broker, registry, Confluent framing, restarts."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import Consumer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from infra import stack
+from schemas.event import Rejection, RejectReason
+from schemas.producer import UsageProducer
+from schemas.serde import Decoder, Encoder, frame, parsed_schema
+
+pytestmark = pytest.mark.stack
+
+RECORD = {
+    "event_id": "evt-1",
+    "timestamp": datetime(2026, 11, 25, 12, 0, tzinfo=UTC),
+    "customer_id": "cust-0001",
+    "project_id": None,
+    "feature": "chat",
+    "meter": "llm.tokens",
+    "model": "gpt-4o",
+    "provider": "openai",
+    "mode": "realtime",
+    "quantities": {"input_tokens": 1200, "output_tokens": 300},
+    "properties": {"sdk": "python"},
+    "region": "eu-west-1",
+}
+
+
+def consume_all(bootstrap: str, topic: str, expected: int) -> list[bytes | None]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": topic, "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    values: list[bytes | None] = []
+    for _ in range(60):
+        values += [m.value() for m in consumer.consume(1000, 1.0) if m.error() is None]
+        if len(values) >= expected:
+            break
+    consumer.close()
+    return values
+
+
+def test_status_reports_both_services_up(running_stack: stack.StackConfig) -> None:
+    assert stack.status(running_stack)
+
+
+def test_v1_and_v2_events_round_trip_through_kafka_and_the_registry(
+    registry_client: SchemaRegistryClient,
+    kafka_bootstrap: str,
+    topic_factory: Callable[[int], str],
+    settings_registry_url: str,
+) -> None:
+    topic = topic_factory(2)
+    v1, v2 = Encoder(registry_client, version=1), Encoder(registry_client, version=2)
+    assert v1.schema_id != v2.schema_id
+    v1_record = {k: v for k, v in RECORD.items() if k != "region"} | {"event_id": "evt-v1"}
+    with UsageProducer(kafka_bootstrap, topic, v2) as producer:
+        producer.send(RECORD)
+        producer.send_raw(v1.encode(v1_record), "cust-0001")
+    assert producer.report.delivered == 2 and not producer.report.failed
+
+    decoder = Decoder(SchemaRegistryClient({"url": settings_registry_url}))
+    decoded = [decoder.decode(v) for v in consume_all(kafka_bootstrap, topic, 2)]
+    by_id = {d["event_id"]: d for d in decoded if isinstance(d, dict)}
+    assert by_id["evt-1"] == RECORD
+    assert by_id["evt-v1"] == v1_record | {"region": None}
+
+
+def test_a_v1_reader_reads_v2_events(registry_client: SchemaRegistryClient) -> None:
+    payload = Encoder(registry_client, version=2).encode(RECORD)
+    decoded = Decoder(registry_client, reader_version=1).decode(payload)
+    assert decoded == {k: v for k, v in RECORD.items() if k != "region"}
+
+
+def test_unknown_schema_ids_and_missing_fields_are_rejections(
+    registry_client: SchemaRegistryClient,
+) -> None:
+    unknown = Decoder(registry_client).decode(frame(987_654, parsed_schema(), RECORD))
+    assert isinstance(unknown, Rejection) and unknown.reason is RejectReason.UNKNOWN_SCHEMA_ID
+
+
+def test_events_produced_before_a_restart_decode_after_it(
+    running_stack: stack.StackConfig,
+    kafka_bootstrap: str,
+    topic_factory: Callable[[int], str],
+    settings_registry_url: str,
+) -> None:
+    topic = topic_factory(1)
+    client = SchemaRegistryClient({"url": settings_registry_url})
+    with UsageProducer(kafka_bootstrap, topic, Encoder(client)) as producer:
+        producer.send(RECORD)
+
+    stack.down(running_stack)
+    assert not stack.status(running_stack)
+    stack.up(running_stack)
+
+    fresh = Decoder(SchemaRegistryClient({"url": settings_registry_url}))
+    assert [fresh.decode(v) for v in consume_all(kafka_bootstrap, topic, 1)] == [RECORD]
