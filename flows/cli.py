@@ -6,7 +6,10 @@ import argparse
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from flows.settings import Settings
@@ -33,10 +36,11 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from flows import runner
+    from flows import metrics, runner
 
     if args.until_end:
         settings = settings.model_copy(update={"tail": False})
+    metrics.serve(settings.metrics_port + (args.process_id or 0))
     runner.run(settings, args.workers, args.process_id, args.addresses)
     return 0
 
@@ -64,6 +68,70 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from flows.producing import open_producer
+    from schemas.loadgen import ALL_MODELS, LoadSpec, live_start, run_loadgen
+
+    spec = LoadSpec(
+        count=args.count,
+        start=live_start(timedelta(seconds=args.span)),
+        customers=args.customers,
+        seed=args.seed,
+        span=timedelta(seconds=args.span),
+        duplicate_rate=args.duplicate_rate,
+        late_rate=args.late_rate,
+        out_of_order_rate=args.out_of_order_rate,
+        malformed_rate=args.malformed_rate,
+        models=tuple(args.models.split(",")) if args.models else ALL_MODELS,
+    )
+    registry = SchemaRegistryClient({"url": settings.registry_url})
+    manifest = run_loadgen(spec, open_producer(settings), registry, args.rate, args.manifest)
+    print(
+        f"sent {manifest.sent_total} records to {settings.usage_topic}: "
+        f"{manifest.unique_events} unique, {manifest.duplicates} duplicates, "
+        f"{manifest.late} late, {manifest.out_of_order} out of order, "
+        f"{sum(manifest.malformed.values())} malformed; manifest: {args.manifest}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_grant(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.grants import describe, send_grants
+    from flows.rating.credits import CreditGrant
+
+    grant = CreditGrant(
+        grant_id=args.id or f"grant-{uuid.uuid4()}",
+        customer_id=args.customer,
+        credits=Decimal(args.credits),
+        effective_at=args.effective or datetime.now(UTC),
+        expires_at=args.expires,
+    )
+    send_grants(settings, [grant])
+    print(f"granted {describe(grant)} on {settings.credit_grants_topic}", file=sys.stderr)
+    return 0
+
+
+def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.rating.offline import rate_file
+
+    return rate_file(
+        args.events,
+        args.prices or settings.prices_file,
+        args.contracts or settings.contracts_file,
+        args.costs or settings.costs_file,
+    )
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.bench import bench
+
+    bench(settings, args.count)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meterflow", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -76,6 +144,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("produce", help="send JSON-lines usage events through the registry")
     p.add_argument("file", nargs="?", type=Path, help="JSON-lines file (default: stdin)")
     p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("loadgen", help="realistic seeded traffic with a ground-truth manifest")
+    p.add_argument("--count", type=int, default=10_000, help="unique valid events")
+    p.add_argument("--rate", type=float, help="records per second (default: as fast as possible)")
+    p.add_argument("--customers", type=int, default=24)
+    p.add_argument("--models", help="comma-separated subset of the catalogue's models")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--span", type=float, default=3600, help="seconds of event time covered")
+    p.add_argument("--duplicate-rate", type=float, default=0.02)
+    p.add_argument("--late-rate", type=float, default=0.02)
+    p.add_argument("--out-of-order-rate", type=float, default=0.05)
+    p.add_argument("--malformed-rate", type=float, default=0.01)
+    p.add_argument("--manifest", type=Path, default=Path("manifest.json"))
+    p.set_defaults(func=cmd_loadgen)
+
+    p = sub.add_parser("grant", help="send a prepaid credit grant to the flow")
+    p.add_argument("--customer", required=True)
+    p.add_argument("--credits", required=True, help="credits granted (a decimal)")
+    p.add_argument("--effective", type=datetime.fromisoformat, help="RFC 3339 (default: now)")
+    p.add_argument("--expires", type=datetime.fromisoformat, help="RFC 3339 (default: never)")
+    p.add_argument("--id", help="grant id (default: a new UUID); re-sending an id changes nothing")
+    p.set_defaults(func=cmd_grant)
+
+    p = sub.add_parser("rate", help="rate a JSON-lines file offline with the same engine")
+    p.add_argument("events", type=Path)
+    p.add_argument("--prices", type=Path)
+    p.add_argument("--contracts", type=Path)
+    p.add_argument("--costs", type=Path)
+    p.set_defaults(func=cmd_rate)
+
+    p = sub.add_parser("bench", help="throughput, latency and memory on the local stack")
+    p.add_argument("--count", type=int, default=100_000, help="events in the throughput run")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="run the metering dataflow (recovery on)")
     p.add_argument("-w", "--workers", type=int, default=1, help="workers in this process")

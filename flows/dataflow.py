@@ -2,6 +2,7 @@
 
     usage topic -> decode+validate -> split by customer shard -> meter (dedupe, lateness,
     rating; stateful) -> ClickHouse; dead letters and alerts also to their topics.
+    credit grants topic -> parse -> the same shards, in arrival order with usage.
 
 Run with `python -m bytewax.run "flows.dataflow:flow()"` (or `meterflow run`);
 configuration comes from `flows.settings.Settings`.
@@ -14,6 +15,7 @@ import logging
 import os
 import pickle
 from base64 import b64encode
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
@@ -24,7 +26,14 @@ from bytewax.operators import StatefulBatchLogic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from flows import metrics
-from flows.decode import Consumed, decode_consumed
+from flows.decode import (
+    Consumed,
+    ConsumedGrant,
+    Parsed,
+    parse_grant_value,
+    split_batch,
+    usage_parser,
+)
 from flows.dedupe import DedupeWindow
 from flows.kafka_source import ConsumedBatch, KafkaBatchSource
 from flows.metering import ShardMeter, ShardState
@@ -36,12 +45,13 @@ from schemas.validation import TimeBounds
 from sinks.batch import SinkBatch
 from sinks.clickhouse import connect
 from sinks.tables import ALERTS, DEAD_LETTERS, TABLES
-from sinks.writer import ClickHouseSink
+from sinks.writer import ClickHouseSink, OnFlush
 
 log = logging.getLogger(__name__)
 
 Keyed = tuple[str, SinkBatch]
-ShardItems = tuple[str, list[Consumed]]
+ShardItems = tuple[str, list[Consumed | ConsumedGrant]]
+Decoded = tuple[Keyed, list[tuple[str, ShardItems]]]
 
 
 class _Steps:
@@ -63,9 +73,15 @@ class _Steps:
         lateness_us = self.settings.allowed_lateness // timedelta(microseconds=1)
         return ShardMeter(RatingEngine(books), lateness_us)
 
-    def decode(self, batch: ConsumedBatch) -> tuple[Keyed, list[tuple[str, ShardItems]]]:
+    def decode_usage(self, batch: ConsumedBatch) -> Decoded:
+        return self._split(batch, usage_parser(self.decoder, self.bounds))
+
+    def decode_grants(self, batch: ConsumedBatch) -> Decoded:
+        return self._split(batch, parse_grant_value)
+
+    def _split(self, batch: ConsumedBatch, parse: Callable[[bytes | None], Parsed]) -> Decoded:
         metrics.record_consumed(batch.topic, batch.partition, len(batch.records))
-        audit, by_shard = decode_consumed(batch, self.decoder, self.bounds, self.settings.shards)
+        audit, by_shard = split_batch(batch, parse, self.settings.shards)
         metrics.record_rejections(_reasons(audit))
         return (audit.stream, audit), [(shard, (shard, items)) for shard, items in by_shard.items()]
 
@@ -96,12 +112,22 @@ class _MeterLogic(StatefulBatchLogic[ShardItems, SinkBatch, bytes]):
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def build_flow(settings: Settings) -> Dataflow:
+def build_flow(
+    settings: Settings, until: float | None = None, on_flush: OnFlush = metrics.record_flush
+) -> Dataflow:
     steps = _Steps(settings)
     flow = Dataflow("meterflow")
-    source = KafkaBatchSource(settings.kafka_bootstrap, settings.usage_topic, tail=settings.tail)
-    consumed = op.input("usage", flow, source)
-    decoded = op.map("decode", consumed, steps.decode)
+
+    def source(topic: str) -> KafkaBatchSource:
+        return KafkaBatchSource(settings.kafka_bootstrap, topic, tail=settings.tail, until=until)
+
+    usage = op.input("usage", flow, source(settings.usage_topic))
+    grants = op.input("grants", flow, source(settings.credit_grants_topic))
+    decoded = op.merge(
+        "decoded",
+        op.map("decode_usage", usage, steps.decode_usage),
+        op.map("decode_grants", grants, steps.decode_grants),
+    )
     audit = op.map("audit", decoded, lambda d: d[0])
     shards = op.flat_map("split", decoded, lambda d: d[1])
     metered = op.stateful_batch("meter", shards, steps.build_meter)
@@ -110,7 +136,7 @@ def build_flow(settings: Settings) -> Dataflow:
         lambda: connect(settings.clickhouse_dsn, settings.clickhouse_database),
         settings.sink_batch_rows,
         settings.sink_flush_seconds,
-        metrics.record_flush,
+        on_flush,
     )
     op.output("clickhouse", rows, sink)
     brokers = [settings.kafka_bootstrap]

@@ -1,5 +1,7 @@
 """Decode and validate one consumed batch; split what is good by customer shard.
 
+Two topics feed the flow: usage events (Avro) and prepaid credit grants (JSON).
+
 Every record of the batch leaves here as an audit row (the raw event log) and as
 either a dead letter or an event bound for its shard, so accounting starts at
 the first step.
@@ -7,12 +9,15 @@ the first step.
 
 from __future__ import annotations
 
+import json
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flows.kafka_source import ConsumedBatch, Record
-from schemas.event import Rejection, UsageEvent
+from flows.rating.credits import CreditGrant, parse_grant
+from schemas.event import Rejection, RejectReason, UsageEvent
 from schemas.serde import HEADER, Decoder
 from schemas.validation import TimeBounds, validate
 from sinks.batch import SinkBatch
@@ -30,22 +35,60 @@ class Consumed:
     kafka_timestamp_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class ConsumedGrant:
+    """A prepaid credit grant from the grants topic, bound for its customer's shard."""
+
+    grant: CreditGrant
+    topic: str
+    partition: int
+    offset: int
+    kafka_timestamp_ms: int
+
+
+Parsed = UsageEvent | CreditGrant | Rejection
+
+
 def shard_of(customer_id: str, shards: int) -> str:
     """A stable shard key: crc32, not `hash`, which differs between processes."""
     return f"shard-{zlib.crc32(customer_id.encode()) % shards:03d}"
 
 
-def decode_consumed(
-    batch: ConsumedBatch, decoder: Decoder, bounds: TimeBounds, shards: int
-) -> tuple[SinkBatch, dict[str, list[Consumed]]]:
-    now = datetime.now(UTC)
+def usage_parser(decoder: Decoder, bounds: TimeBounds) -> Callable[[bytes | None], Parsed]:
+    """Usage events: Confluent-framed Avro, validated against the contract."""
+
+    def parse(value: bytes | None) -> Parsed:
+        decoded = decoder.decode(value)
+        if isinstance(decoded, Rejection):
+            return decoded
+        return validate(decoded, datetime.now(UTC), bounds)
+
+    return parse
+
+
+def parse_grant_value(value: bytes | None) -> Parsed:
+    """Credit grants: one JSON object per record (see `flows.rating.credits.parse_grant`)."""
+    try:
+        record = json.loads(value or b"")
+    except ValueError as exc:
+        return Rejection(RejectReason.MALFORMED_JSON, f"not valid JSON: {exc}")
+    if not isinstance(record, dict):
+        return Rejection(RejectReason.MALFORMED_JSON, "a credit grant must be a JSON object")
+    return parse_grant(record)
+
+
+def split_batch(
+    batch: ConsumedBatch, parse: Callable[[bytes | None], Parsed], shards: int
+) -> tuple[SinkBatch, dict[str, list[Consumed | ConsumedGrant]]]:
+    """Audit rows and dead letters for the sink; events and grants for their shards."""
     received_at = datetime.fromtimestamp(batch.received_at, UTC)
     audit = SinkBatch(f"{batch.topic}/{batch.partition}")
-    by_shard: dict[str, list[Consumed]] = {}
+    by_shard: dict[str, list[Consumed | ConsumedGrant]] = {}
     for record in batch.records:
-        decoded = decoder.decode(record.value)
-        outcome = decoded if isinstance(decoded, Rejection) else validate(decoded, now, bounds)
+        outcome = parse(record.value)
         audit.add(RAW_EVENTS, _raw_row(audit.stream, batch, record, outcome, received_at))
+        coordinates = (batch.topic, batch.partition, record.offset, record.timestamp_ms)
+        item: Consumed | ConsumedGrant
         if isinstance(outcome, Rejection):
             audit.add(
                 DEAD_LETTERS,
@@ -61,11 +104,12 @@ def decode_consumed(
                     received_at,
                 ),
             )
+            continue
+        if isinstance(outcome, CreditGrant):
+            item = ConsumedGrant(outcome, *coordinates)
         else:
-            consumed = Consumed(
-                outcome, batch.topic, batch.partition, record.offset, record.timestamp_ms
-            )
-            by_shard.setdefault(shard_of(outcome.customer_id, shards), []).append(consumed)
+            item = Consumed(outcome, *coordinates)
+        by_shard.setdefault(shard_of(outcome.customer_id, shards), []).append(item)
     return audit, by_shard
 
 
@@ -100,7 +144,7 @@ def _raw_row(
     stream: str,
     batch: ConsumedBatch,
     record: Record,
-    outcome: UsageEvent | Rejection,
+    outcome: Parsed,
     received_at: datetime,
 ) -> tuple[object, ...]:
     value = record.value or b""
@@ -117,7 +161,7 @@ def _raw_row(
         record.key.decode(errors="replace") if record.key is not None else None,
         value,
         schema_id,
-        outcome.event_id,
+        outcome.grant_id if isinstance(outcome, CreditGrant) else outcome.event_id,
         outcome.customer_id,
         received_at,
     )

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import shutil
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import clickhouse_connect
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from flows import runner
+from flows.grants import send_grants
 from flows.producing import open_producer
+from flows.rating.credits import CreditGrant
 from flows.settings import Settings
 from infra import stack
 from schemas.loadgen import LoadSpec, live_start, run_loadgen
@@ -26,6 +28,9 @@ from sinks.clickhouse import connect
 from sinks.summary import UsageSummary, summarize
 
 CENT = Decimal("0.01")
+GRANT = Decimal(500)
+CREDIT_CUSTOMERS = ("cust-0015", "cust-0016", "cust-0017", "cust-0018")
+"""Customers on the example catalogue's credits-pack plan."""
 
 
 def demo(settings: Settings, count: int, seed: int) -> int:
@@ -33,6 +38,7 @@ def demo(settings: Settings, count: int, seed: int) -> int:
     settings = settings.model_copy(
         update={
             "usage_topic": f"usage-events-demo-{run_id}",
+            "credit_grants_topic": f"credit-grants-demo-{run_id}",
             "clickhouse_database": "meterflow_demo",
             "recovery_dir": settings.home / "demo-recovery",
             "tail": False,
@@ -42,8 +48,17 @@ def demo(settings: Settings, count: int, seed: int) -> int:
     stack.up(settings.stack())
     _reset(settings)
 
-    print(f"2. sending {count} unique events (seed {seed}) to {settings.usage_topic}")
     spec = LoadSpec(count=count, start=live_start(), seed=seed)
+    grants = [
+        CreditGrant(
+            f"demo-{customer}", customer, GRANT, spec.start, spec.start + timedelta(days=30)
+        )
+        for customer in CREDIT_CUSTOMERS
+    ]
+    send_grants(settings, grants)
+    runner.run(settings)
+    print(f"2. granted {GRANT} prepaid credits each to {', '.join(CREDIT_CUSTOMERS)}")
+    print(f"   sending {count} unique events (seed {seed}) to {settings.usage_topic}")
     registry = SchemaRegistryClient({"url": settings.registry_url})
     started = time.monotonic()
     manifest = run_loadgen(spec, open_producer(settings), registry)
@@ -53,7 +68,7 @@ def demo(settings: Settings, count: int, seed: int) -> int:
         f"{manifest.out_of_order} out of order, {sum(manifest.malformed.values())} malformed"
     )
 
-    print(f"3. metering flow to the end of the topic -> {settings.clickhouse_dsn}")
+    print(f"3. metering flow, resumed from its recovery store -> {settings.clickhouse_dsn}")
     started = time.monotonic()
     runner.run(settings)
     elapsed = time.monotonic() - started
@@ -76,8 +91,7 @@ def demo(settings: Settings, count: int, seed: int) -> int:
 
 def _reset(settings: Settings) -> None:
     """A fresh topic, database and recovery store, so a second demo run starts clean."""
-    topics = {settings.usage_topic: settings.usage_partitions}
-    stack.create_topics(settings.kafka_bootstrap, settings.stack().topics | topics)
+    stack.create_topics(settings.kafka_bootstrap, settings.stack().topics)
     client = clickhouse_connect.get_client(dsn=settings.clickhouse_dsn)
     client.command(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
     client.close()

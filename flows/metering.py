@@ -8,21 +8,31 @@ the state and the batch, so a replay from a snapshot repeats it exactly,
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from flows.decode import Consumed, dead_letter_row
+from flows.decode import Consumed, ConsumedGrant, dead_letter_row
 from flows.dedupe import DedupeWindow, Verdict
 from flows.rating.alerts import Alert
+from flows.rating.credits import CreditExpiry
 from flows.rating.engine import RatingEngine
 from flows.rating.lines import RatedLine
 from flows.rating.state import RatingState
 from schemas.event import Rejection, RejectReason, from_micros, to_micros
 from schemas.jsonform import dump_line, to_record
 from sinks.batch import Row, SinkBatch
-from sinks.tables import ALERTS, DEAD_LETTERS, DUPLICATES, LATE_ADJUSTMENTS, RATED_USAGE
+from sinks.tables import (
+    ALERTS,
+    CREDIT_EXPIRIES,
+    CREDIT_GRANTS,
+    DEAD_LETTERS,
+    DUPLICATES,
+    LATE_ADJUSTMENTS,
+    RATED_USAGE,
+)
 
 
 @dataclass
@@ -42,6 +52,7 @@ class ShardReport:
     dead_letters: Counter[str] = field(default_factory=Counter)
     lateness_seconds: list[float] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    grants: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +69,39 @@ class ShardMeter:
         self.allowed_lateness_us = allowed_lateness_us
 
     def meter(
-        self, shard: str, state: ShardState, items: Sequence[Consumed], received_at: datetime
+        self,
+        shard: str,
+        state: ShardState,
+        items: Sequence[Consumed | ConsumedGrant],
+        received_at: datetime,
     ) -> tuple[SinkBatch, ShardReport]:
+        """Usage and grants in arrival order: a top-up applies to the usage after it."""
         out = SinkBatch(shard)
         report = ShardReport()
+        usage: list[Consumed] = []
+        for item in items:
+            if isinstance(item, ConsumedGrant):
+                self._usage(state, usage, out, report, received_at)
+                usage = []
+                self._grant(state, item, out, report, received_at)
+            else:
+                usage.append(item)
+        self._usage(state, usage, out, report, received_at)
+        now = from_micros(state.dedupe.max_event_us)
+        for expiry in self.engine.expire(state.rating, now):
+            out.add(CREDIT_EXPIRIES, (shard, self._next(state, CREDIT_EXPIRIES), *_expiry(expiry)))
+        return out, report
+
+    def _usage(
+        self,
+        state: ShardState,
+        items: Sequence[Consumed],
+        out: SinkBatch,
+        report: ShardReport,
+        received_at: datetime,
+    ) -> None:
+        if not items:
+            return
         pending = self._dedupe(state, items, out, report, received_at)
         result = self.engine.rate_batch(state.rating, [p.consumed.event for p in pending])
         rated = {(line.customer_id, line.event_id): line for line in result.lines}
@@ -75,9 +115,50 @@ class ShardMeter:
             else:
                 self._rated(state, out, report, p, line, rated_at)
         for alert in result.alerts:
-            out.add(ALERTS, (shard, self._next(state, ALERTS), *_alert_columns(alert)))
+            out.add(ALERTS, (out.stream, self._next(state, ALERTS), *_alert_columns(alert)))
         report.alerts.extend(result.alerts)
-        return out, report
+
+    def _grant(
+        self,
+        state: ShardState,
+        item: ConsumedGrant,
+        out: SinkBatch,
+        report: ShardReport,
+        received_at: datetime,
+    ) -> None:
+        grant = item.grant
+        rejection = self.engine.apply_grant(state.rating, grant)
+        source = (item.topic, item.partition, item.offset)
+        if rejection is not None:
+            payload = json.dumps(asdict(grant), default=str).encode()
+            out.add(
+                DEAD_LETTERS,
+                dead_letter_row(
+                    out.stream,
+                    self._next(state, DEAD_LETTERS),
+                    *source,
+                    rejection,
+                    payload,
+                    item.kafka_timestamp_ms,
+                    received_at,
+                ),
+            )
+            report.dead_letters[str(rejection.reason)] += 1
+            return
+        out.add(
+            CREDIT_GRANTS,
+            (
+                out.stream,
+                self._next(state, CREDIT_GRANTS),
+                *source,
+                grant.grant_id,
+                grant.customer_id,
+                grant.credits,
+                grant.effective_at,
+                grant.expires_at,
+            ),
+        )
+        report.grants += 1
 
     def _dedupe(
         self,
@@ -226,6 +307,10 @@ class ShardMeter:
         position = state.positions[table]
         state.positions[table] = position + 1
         return position
+
+
+def _expiry(expiry: CreditExpiry) -> Row:
+    return (expiry.grant_id, expiry.customer_id, expiry.expires_at, expiry.credits, expiry.amount)
 
 
 def _alert_columns(alert: Alert) -> Row:

@@ -14,6 +14,7 @@ from flows.dataflow import build_flow
 from flows.settings import Settings
 from sinks.clickhouse import connect
 from sinks.reconcile import Reconciliation, reconcile
+from sinks.writer import OnFlush
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,17 @@ def run(
     workers: int = 1,
     process_id: int | None = None,
     addresses: str | None = None,
+    until: float | None = None,
+    on_flush: OnFlush = metrics.record_flush,
 ) -> None:
-    """Blocks until the flow ends (at the topic's end when `settings.tail` is false)."""
+    """Blocks until the flow ends (at the topic's end when `settings.tail` is false, or at
+    the first end after the Unix time `until`)."""
     recovery = settings.recovery_dir
     assert recovery is not None
     if not recovery.exists():
         recovery.mkdir(parents=True)
         init_db_dir(recovery, RECOVERY_PARTITIONS)
         log.info("initialised recovery store %s", recovery)
-    metrics.serve(settings.metrics_port + (process_id or 0))
     log.info(
         "metering %s -> %s (%d worker(s), snapshot every %ss, recovery in %s)",
         settings.usage_topic,
@@ -43,7 +46,7 @@ def run(
         recovery,
     )
     cli_main(
-        build_flow(settings),
+        build_flow(settings, until, on_flush),
         workers_per_process=workers,
         process_id=process_id,
         addresses=addresses.split(";") if addresses else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import cache
 from importlib import resources
 
 import clickhouse_connect
@@ -20,12 +21,13 @@ _MIGRATIONS_TABLE = "schema_migrations"
 _STATEMENT_END = re.compile(r";\s*(?:\n|$)")
 
 
+@cache
 def connect(dsn: str, database: str) -> Client:
-    """A client on `database`, created if missing, with every migration applied.
+    """The process's client on `database`, created if missing, with every migration applied.
 
-    One client throughout: a second, dropped one would be closed by the garbage
-    collector on whichever thread runs it, and chDB can hang closing a connection
-    while another thread queries.
+    Cached for the life of the process: a dropped chDB client is closed by the
+    garbage collector on whichever thread runs it, and chDB can hang closing a
+    connection while another thread (a Bytewax worker) queries through another.
     """
     client = clickhouse_connect.get_client(dsn=dsn)
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")

@@ -11,6 +11,8 @@ DUPLICATES = "duplicates"
 RATED_USAGE = "rated_usage"
 LATE_ADJUSTMENTS = "late_adjustments"
 ALERTS = "alerts"
+CREDIT_GRANTS = "credit_grants"
+CREDIT_EXPIRIES = "credit_expiries"
 
 _SOURCE = ("stream", "position", "topic", "partition", "offset")
 
@@ -96,5 +98,22 @@ TABLES: dict[str, tuple[str, ...]] = {
         "period_start",
         "at",
         "grant_id",
+    ),
+    CREDIT_GRANTS: (
+        *_SOURCE,
+        "grant_id",
+        "customer_id",
+        "credits",
+        "effective_at",
+        "expires_at",
+    ),
+    CREDIT_EXPIRIES: (
+        "stream",
+        "position",
+        "grant_id",
+        "customer_id",
+        "expires_at",
+        "credits",
+        "amount",
     ),
 }

@@ -1,7 +1,8 @@
 """Session-wide services: the real Kafka broker and schema registry, started once.
 
-Tests run their own stack on their own ports and data folder (jars shared with
-the demo's cache), so a running demo stack is neither used nor disturbed.
+Tests run their own stack on their own ports and data folder, so a running demo
+stack is neither used nor disturbed. `METERFLOW_TEST_PORT_BASE` (default 29000)
+moves the ports, so two test sessions can run side by side.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from flows.settings import Settings
 from infra import stack
 
+PORT_BASE = int(os.environ.get("METERFLOW_TEST_PORT_BASE", "29000"))
 TEST_ENV = {
-    "METERFLOW_KAFKA_PORT": "29092",
-    "METERFLOW_KAFKA_CONTROLLER_PORT": "29093",
-    "METERFLOW_REGISTRY_PORT": "28081",
+    "METERFLOW_KAFKA_PORT": str(PORT_BASE + 92),
+    "METERFLOW_KAFKA_CONTROLLER_PORT": str(PORT_BASE + 93),
+    "METERFLOW_REGISTRY_PORT": str(PORT_BASE - 919),
 }
 
 
@@ -28,18 +30,12 @@ TEST_ENV = {
 def settings() -> Settings:
     base = Settings()
     os.environ.update(TEST_ENV)
-    return Settings(home=base.home / "test-stack")
+    return Settings(home=base.home / f"test-stack-{PORT_BASE}")
 
 
 @pytest.fixture(scope="session")
 def stack_config(settings: Settings) -> stack.StackConfig:
-    return stack.StackConfig(
-        home=settings.home,
-        kafka_port=settings.kafka_port,
-        kafka_controller_port=settings.kafka_controller_port,
-        registry_port=settings.registry_port,
-        topics={},
-    )
+    return settings.stack()
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,24 @@
 """One shard's decisions, without Bytewax or services: every event gets exactly one outcome."""
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
-from flows.decode import Consumed
+from flows.decode import Consumed, ConsumedGrant
 from flows.dedupe import DedupeWindow
 from flows.metering import ShardMeter, ShardReport, ShardState
 from flows.rating.books import load_books
+from flows.rating.credits import CreditGrant
 from flows.rating.engine import RatingEngine
 from schemas.event import UsageEvent
 from sinks.batch import SinkBatch
-from sinks.tables import DEAD_LETTERS, DUPLICATES, LATE_ADJUSTMENTS, RATED_USAGE, TABLES
+from sinks.tables import (
+    CREDIT_GRANTS,
+    DEAD_LETTERS,
+    DUPLICATES,
+    LATE_ADJUSTMENTS,
+    RATED_USAGE,
+    TABLES,
+)
 
 HOUR_US = 3_600_000_000
 NOW = datetime(2026, 12, 1, 0, 30, tzinfo=UTC)
@@ -78,3 +87,24 @@ def test_events_beyond_the_dedupe_horizon_are_dead_lettered_not_guessed() -> Non
     out, report = meter([event("new", NOW), event("old", NOW - timedelta(hours=25))])
     assert column(DEAD_LETTERS, "reason", out.tables[DEAD_LETTERS]) == ["beyond_dedupe_horizon"]
     assert report.outcomes == {"rated": 1, "dead_letter": 1}
+
+
+def test_a_grant_pays_for_the_usage_after_it_and_a_bad_grant_is_dead_lettered() -> None:
+    shard_meter = ShardMeter(RatingEngine(load_books()), allowed_lateness_us=HOUR_US // 6)
+    state = ShardState(DedupeWindow(24 * HOUR_US))
+    start = NOW - timedelta(hours=1)
+    grant = CreditGrant("g1", "cust-0015", Decimal(500), start, start + timedelta(days=30))
+    stranger = CreditGrant("g2", "cust-9999", Decimal(5), start)
+    before, after = event("before", NOW, "cust-0015"), event("after", NOW, "cust-0015")
+    items = [
+        Consumed(before, "usage", 0, 0, 0),
+        ConsumedGrant(grant, "grants", 0, 0, 0),
+        ConsumedGrant(stranger, "grants", 0, 1, 0),
+        Consumed(after, "usage", 0, 1, 0),
+    ]
+    out, report = shard_meter.meter("shard-000", state, items, NOW)
+    credits = column(RATED_USAGE, "credits_applied", out.tables[RATED_USAGE])
+    assert credits[0] == 0 and credits[1] > 0
+    assert column(CREDIT_GRANTS, "grant_id", out.tables[CREDIT_GRANTS]) == ["g1"]
+    assert column(DEAD_LETTERS, "reason", out.tables[DEAD_LETTERS]) == ["unknown_customer"]
+    assert report.grants == 1

@@ -1,0 +1,144 @@
+"""`meterflow bench`: throughput, latency and memory on the real broker and chDB.
+
+Prints one figure a line, `name value`, the last being the end-to-end rate and
+its ratio to the bare consume-and-decode rate: the ceiling of any Python
+consumer on this machine, measured in the same run on the same topic.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import statistics
+import threading
+import time
+import tracemalloc
+import uuid
+from datetime import UTC, datetime
+
+import clickhouse_connect
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from flows import metrics, runner
+from flows.dedupe import DedupeWindow
+from flows.producing import open_producer
+from flows.settings import Settings
+from infra import stack
+from schemas.loadgen import LoadSpec, live_start, run_loadgen
+from schemas.serde import Decoder
+from sinks.batch import Row
+
+LATENCY_RATE = 2_000
+LATENCY_SECONDS = 10
+
+
+def bench(settings: Settings, count: int) -> None:
+    settings = _fresh(settings, "throughput")
+    stack.up(settings.stack())
+    registry = SchemaRegistryClient({"url": settings.registry_url})
+
+    started = time.monotonic()
+    manifest = run_loadgen(
+        LoadSpec(count=count, start=live_start(), seed=1), open_producer(settings), registry
+    )
+    _figure("producer.events_per_second", manifest.sent_total / (time.monotonic() - started))
+
+    bare = _bare_rate(settings, registry, manifest.sent_total)
+    _figure("bare.consume_decode_events_per_second", bare)
+
+    started = time.monotonic()
+    runner.run(settings)
+    end_to_end = manifest.sent_total / (time.monotonic() - started)
+
+    latencies = _latencies(_fresh(settings, "latency"), registry)
+    _figure("latency.produce_to_queryable_p50_ms", 1000 * statistics.median(latencies))
+    _figure(
+        "latency.produce_to_queryable_p99_ms", 1000 * statistics.quantiles(latencies, n=100)[98]
+    )
+    _figure("memory.peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    _figure("memory.dedupe_bytes_per_event_id", _dedupe_bytes_per_id())
+    print(f"end_to_end.events_per_second {end_to_end:.0f} ({end_to_end / bare:.2f} of bare)")
+
+
+def _fresh(settings: Settings, phase: str) -> Settings:
+    """A new topic, database and recovery store for one phase."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    fresh = settings.model_copy(
+        update={
+            "usage_topic": f"bench-{phase}-{stamp}",
+            "clickhouse_database": f"bench_{phase}",
+            "recovery_dir": settings.home / f"bench-recovery-{phase}",
+            "tail": False,
+        }
+    )
+    stack.create_topics(fresh.kafka_bootstrap, {fresh.usage_topic: fresh.usage_partitions})
+    client = clickhouse_connect.get_client(dsn=fresh.clickhouse_dsn)
+    client.command(f"DROP DATABASE IF EXISTS {fresh.clickhouse_database}")
+    client.close()
+    shutil.rmtree(fresh.recovery_dir or "", ignore_errors=True)
+    return fresh
+
+
+def _bare_rate(settings: Settings, registry: SchemaRegistryClient, expected: int) -> float:
+    """Consume every partition and decode each record: no validation, state or sink."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"bench-{uuid.uuid4()}",
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "queued.min.messages": 200_000,
+        }
+    )
+    partitions = range(settings.usage_partitions)
+    consumer.assign([TopicPartition(settings.usage_topic, p, OFFSET_BEGINNING) for p in partitions])
+    decoder = Decoder(registry)
+    started = time.monotonic()
+    decoded, ended = 0, 0
+    while ended < len(partitions):
+        for msg in consumer.consume(5000, 1.0):
+            error = msg.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                ended += 1
+            elif error is None:
+                decoder.decode(msg.value())
+                decoded += 1
+    elapsed = time.monotonic() - started
+    consumer.close()
+    assert decoded == expected, f"consumed {decoded} of {expected}"
+    return decoded / elapsed
+
+
+def _latencies(settings: Settings, registry: SchemaRegistryClient) -> list[float]:
+    """Send at a steady rate while the flow runs; time each rated row becoming queryable."""
+    latencies: list[float] = []
+
+    def on_flush(tables: dict[str, list[Row]], seconds: float) -> None:
+        metrics.record_flush(tables, seconds)
+        latencies.extend(metrics.queryable_latencies(tables))
+
+    spec = LoadSpec(count=LATENCY_RATE * LATENCY_SECONDS, start=live_start(), seed=2)
+    producer = threading.Thread(
+        target=run_loadgen, args=(spec, open_producer(settings), registry, LATENCY_RATE)
+    )
+    until = time.time() + LATENCY_SECONDS * 1.5
+    producer.start()
+    runner.run(settings, until=until, on_flush=on_flush)
+    producer.join()
+    return latencies
+
+
+def _dedupe_bytes_per_id(ids: int = 200_000) -> float:
+    tracemalloc.start()
+    window = DedupeWindow(horizon_us=24 * 3_600_000_000)
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(ids):
+        window.check(f"cust-{i % 24:04d}", str(uuid.UUID(int=i)), i * 1000)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return used / ids
+
+
+def _figure(name: str, value: float) -> None:
+    print(f"{name} {value:.1f}", flush=True)
