@@ -1,0 +1,109 @@
+"""Whatever arrives, the decoder and validator answer with an event or a rejection."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.event import Rejection, UsageEvent
+from schemas.jsonform import parse_line
+from schemas.serde import HEADER, Decoder, Encoder
+from schemas.validation import TimeBounds, validate
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+BOUNDS = TimeBounds()
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=10), st.one_of(st.integers(), st.floats(), st.text())),
+)
+FIELDS = (
+    "event_id",
+    "timestamp",
+    "customer_id",
+    "project_id",
+    "feature",
+    "meter",
+    "model",
+    "provider",
+    "mode",
+    "quantities",
+    "properties",
+    "region",
+)
+
+
+def outcome(record: dict[str, Any] | Rejection) -> UsageEvent | Rejection:
+    return record if isinstance(record, Rejection) else validate(record, NOW, BOUNDS)
+
+
+@given(st.dictionaries(st.sampled_from(FIELDS), anything))
+def test_validation_of_arbitrary_fields_never_raises(record: dict[str, Any]) -> None:
+    assert isinstance(validate(record, NOW, BOUNDS), UsageEvent | Rejection)
+
+
+@given(st.text())
+def test_arbitrary_json_lines_never_raise(line: str) -> None:
+    parsed = parse_line(line)
+    assert isinstance(outcome(parsed), UsageEvent | Rejection)
+
+
+avro_records = st.fixed_dictionaries(
+    {
+        "event_id": st.text(max_size=40),
+        "timestamp": st.datetimes(
+            min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+        ),
+        "customer_id": st.text(max_size=12),
+        "project_id": st.none() | st.text(max_size=8),
+        "feature": st.none() | st.text(max_size=8),
+        "meter": st.sampled_from(["llm.tokens", "gpu.time", "video.generation", ""]),
+        "model": st.text(max_size=12),
+        "provider": st.text(max_size=8),
+        "mode": st.sampled_from(["realtime", "batch"]),
+        "quantities": st.dictionaries(
+            st.sampled_from(["input_tokens", "output_tokens", "gpu_ms", "audio_s"]),
+            st.integers(-(2**63), 2**63 - 1),
+        ),
+        "properties": st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+        "region": st.none() | st.text(max_size=8),
+    }
+)
+
+
+@pytest.mark.stack
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(record=avro_records)
+def test_any_encodable_record_decodes_to_an_event_or_a_rejection(
+    registry_client: SchemaRegistryClient, record: dict[str, Any]
+) -> None:
+    payload = Encoder(registry_client).encode(record)
+    result = outcome(Decoder(registry_client).decode(payload))
+    assert isinstance(result, UsageEvent | Rejection)
+    if isinstance(result, UsageEvent):
+        assert result.event_id == record["event_id"]
+        assert all(q >= 0 for q in result.quantities.values())
+        assert abs(result.timestamp - NOW) <= timedelta(days=35)
+
+
+@pytest.mark.stack
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=st.binary(max_size=300), framed=st.booleans(), schema_id=st.integers(0, 2**32 - 1))
+def test_arbitrary_bytes_never_raise(
+    registry_client: SchemaRegistryClient, body: bytes, framed: bool, schema_id: int
+) -> None:
+    known = Encoder(registry_client).schema_id
+    payload = HEADER.pack(0, known if framed else schema_id) + body
+    assert isinstance(outcome(Decoder(registry_client).decode(payload)), UsageEvent | Rejection)
+    assert isinstance(outcome(Decoder(registry_client).decode(body)), UsageEvent | Rejection)
