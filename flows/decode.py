@@ -61,7 +61,7 @@ def usage_parser(decoder: Decoder, bounds: TimeBounds) -> Callable[[bytes | None
         decoded = decoder.decode(value)
         if isinstance(decoded, Rejection):
             return decoded
-        return validate(decoded, datetime.now(UTC), bounds)
+        return validate(decoded, datetime.now(UTC), bounds, typed=True)
 
     return parse
 

@@ -41,7 +41,7 @@ def bench_decode(n: int = 100_000, repeat: int = 5) -> None:
 
     def decode_validate() -> list[UsageEvent | Rejection]:
         return [
-            r if isinstance(r, Rejection) else validate(r, now, bounds)
+            r if isinstance(r, Rejection) else validate(r, now, bounds, typed=True)
             for r in decoder.decode_batch(payloads)
         ]
 

@@ -216,7 +216,9 @@ def verdict(
     Contract checks are `validate`'s own; customer and model are checked against this
     generator's catalogue, which stands in for the rater's contracts and price books.
     """
-    checked = decoded if isinstance(decoded, Rejection) else validate(decoded, now, bounds)
+    checked = (
+        decoded if isinstance(decoded, Rejection) else validate(decoded, now, bounds, typed=True)
+    )
     if isinstance(checked, Rejection):
         return checked.reason
     if checked.customer_id not in customer_ids(spec.customers):
