@@ -135,7 +135,7 @@ def dead_letter_row(
         rejection.event_id,
         rejection.customer_id,
         payload,
-        datetime.fromtimestamp(kafka_timestamp_ms / 1000, UTC),
+        kafka_timestamp_ms,
         received_at,
     )
 
@@ -157,7 +157,7 @@ def _raw_row(
         batch.topic,
         batch.partition,
         record.offset,
-        datetime.fromtimestamp(record.timestamp_ms / 1000, UTC),
+        record.timestamp_ms,
         record.key.decode(errors="replace") if record.key is not None else None,
         value,
         schema_id,

@@ -220,8 +220,7 @@ class ShardMeter:
         rated_at: datetime,
     ) -> None:
         c = p.consumed
-        billing = self.engine.books.contracts.customers[line.customer_id].billing
-        _, period_end_us = billing.period(to_micros(line.timestamp))
+        _, period_end_us = self.engine.period_bounds(line.customer_id, to_micros(line.timestamp))
         adjustment = p.late and period_end_us <= p.watermark_us
         source = (c.topic, c.partition, c.offset)
         event = (line.event_id, line.customer_id, line.timestamp, line.period_start)
@@ -252,7 +251,7 @@ class ShardMeter:
                 p.late,
                 p.lateness_ms,
                 adjustment,
-                datetime.fromtimestamp(c.kafka_timestamp_ms / 1000, UTC),
+                c.kafka_timestamp_ms,
                 rated_at,
             ),
         )

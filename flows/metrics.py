@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -96,8 +95,8 @@ def record_shard(shard: str, report: ShardReport, dedupe_ids: int, max_event_us:
 
 def queryable_latencies(tables: dict[str, list[Row]]) -> list[float]:
     """Seconds from each rated event's Kafka timestamp to now, when its row became queryable."""
-    now = datetime.now(UTC)
-    return [(now - row[_KAFKA_TS]).total_seconds() for row in tables.get(RATED_USAGE, ())]
+    now_ms = time.time() * 1000
+    return [(now_ms - row[_KAFKA_TS]) / 1000 for row in tables.get(RATED_USAGE, ())]
 
 
 def record_flush(tables: dict[str, list[Row]], seconds: float) -> None:

@@ -1,6 +1,7 @@
 """Column order of every table the flow writes; rows are tuples in exactly this order.
 
-The first two columns are always (stream, position): see `sinks.writer`.
+The first two columns are always (stream, position): see `sinks.writer`. Kafka
+timestamps travel as integer milliseconds, which DateTime64(3) takes as they are.
 """
 
 from __future__ import annotations

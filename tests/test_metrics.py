@@ -1,9 +1,9 @@
 """The worker's Prometheus endpoint serves the pipeline's metrics, correctly named."""
 
 import socket
+import time
 import urllib.request
 from collections import Counter
-from datetime import UTC, datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -30,7 +30,7 @@ def test_metrics_endpoint_reports_outcomes_dead_letters_and_latency() -> None:
     metrics.record_shard("shard-001", report, dedupe_ids=8, max_event_us=1_700_000_000_000_000)
     metrics.record_rejections({"corrupt_bytes": 3})
     row = [None] * len(TABLES[RATED_USAGE])
-    row[TABLES[RATED_USAGE].index("kafka_timestamp")] = datetime.now(UTC)
+    row[TABLES[RATED_USAGE].index("kafka_timestamp")] = int(time.time() * 1000)
     metrics.record_flush({RATED_USAGE: [tuple(row)]}, 0.01)
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()

@@ -301,6 +301,11 @@ class RatingEngine:
             tally.quantity, tally.amount = after, new
         return total, found.version
 
+    def period_bounds(self, customer_id: str, ts_us: int) -> tuple[int, int]:
+        """[start, end) in microseconds of the known customer's billing period holding `ts_us`."""
+        start, end, _ = self._period(self._customers[customer_id], ts_us)
+        return start, end
+
     def _period(self, customer: Customer, ts_us: int) -> tuple[int, int, datetime]:
         cached = self._periods.get(customer.id)
         if cached is None or not cached[0] <= ts_us < cached[1]:
