@@ -125,6 +125,60 @@ def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.replay import open_source, replay
+
+    try:
+        source = open_source(
+            settings,
+            topic=args.from_topic,
+            from_offset=args.from_offset,
+            from_time=args.from_time,
+            file=args.from_file,
+            raw=args.from_raw,
+        )
+    except ValueError as exc:
+        print(f"meterflow replay: {exc}", file=sys.stderr)
+        return 2
+    result = replay(
+        settings, args.name, source, args.prices, args.contracts, args.costs, not args.no_progress
+    )
+    print("\n".join(result.lines()))
+    return 0
+
+
+def cmd_statement(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.rating.books import load_books
+    from flows.statement import render_text, statement, write_csv, write_json
+    from sinks.clickhouse import connect
+
+    books = load_books(
+        args.prices or settings.prices_file,
+        args.contracts or settings.contracts_file,
+        args.costs or settings.costs_file,
+    )
+    client = connect(settings.clickhouse_dsn, settings.clickhouse_database)
+    try:
+        result = statement(client, books, args.customer, args.period)
+    except ValueError as exc:
+        print(f"meterflow statement: {exc}", file=sys.stderr)
+        return 2
+    print(render_text(result))
+    if args.csv:
+        with args.csv.open("w", newline="") as out:
+            write_csv(result, out)
+    if args.json:
+        with args.json.open("w") as out:
+            write_json(result, out)
+    return 0
+
+
+def add_book_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prices", type=Path, help="price book (default: settings)")
+    parser.add_argument("--contracts", type=Path, help="contracts (default: settings)")
+    parser.add_argument("--costs", type=Path, help="cost book (default: settings)")
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from flows.bench import bench
 
@@ -169,10 +223,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rate", help="rate a JSON-lines file offline with the same engine")
     p.add_argument("events", type=Path)
-    p.add_argument("--prices", type=Path)
-    p.add_argument("--contracts", type=Path)
-    p.add_argument("--costs", type=Path)
+    add_book_options(p)
     p.set_defaults(func=cmd_rate)
+
+    p = sub.add_parser("replay", help="re-rate an event log into a named result set and diff it")
+    p.add_argument("--name", required=True, help="the result set; re-running it replaces it")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-topic", help="a Kafka topic, bounded to its end at start")
+    source.add_argument("--from-file", type=Path, help="an Avro event log")
+    source.add_argument("--from-raw", action="store_true", help="the raw log in ClickHouse")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-offset", type=int, help="with --from-topic: offset in every partition"
+    )
+    start.add_argument(
+        "--from-time", type=datetime.fromisoformat, help="with --from-topic: RFC 3339 with offset"
+    )
+    add_book_options(p)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("statement", help="a customer's usage statement for a billing period")
+    p.add_argument("--customer", required=True)
+    p.add_argument("--period", required=True, help="YYYY-MM, or a date inside an anchored period")
+    p.add_argument("--csv", type=Path, help="also write CSV here")
+    p.add_argument("--json", type=Path, help="also write JSON here")
+    add_book_options(p)
+    p.set_defaults(func=cmd_statement)
 
     p = sub.add_parser("bench", help="throughput, latency and memory on the local stack")
     p.add_argument("--count", type=int, default=100_000, help="events in the throughput run")

@@ -19,8 +19,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from flows import runner
 from flows.grants import send_grants
 from flows.producing import open_producer
+from flows.rating.books import load_books
 from flows.rating.credits import CreditGrant
+from flows.replay import open_source, replay
 from flows.settings import Settings
+from flows.statement import render_text, statement
 from infra import stack
 from schemas.loadgen import LoadSpec, live_start, run_loadgen
 from schemas.manifest import Manifest
@@ -86,7 +89,32 @@ def demo(settings: Settings, count: int, seed: int) -> int:
         print(f"   {line}")
     print("6. money per customer (rounded to cents for display; stored exact)")
     _print_money(summary)
-    return 0 if all(ok for _, ok in checks) and reconciliation.ok else 1
+    replayed = _replay_check(settings)
+    return 0 if all(ok for _, ok in checks) and reconciliation.ok and replayed else 1
+
+
+def _replay_check(settings: Settings) -> bool:
+    """Re-rate the raw log with the live books: it must reproduce the live money exactly."""
+    print("7. replay of the raw event log with the live price book (meterflow replay --from-raw)")
+    result = replay(settings, "demo-live-books", open_source(settings, raw=True), progress=False)
+    before, after = result.total.before, result.total.after
+    exact = (before.amount, before.discount, before.cost) == (
+        after.amount,
+        after.discount,
+        after.cost,
+    )
+    print(
+        f"   {'ok ' if exact else 'FAIL'} {result.rated} events re-rated: list amount "
+        f"{after.amount} vs live {before.amount}, change {after.amount - before.amount:f}"
+    )
+    customer = max(result.customers, key=lambda c: c.after.amount).customer_id
+    period = datetime.now(UTC).strftime("%Y-%m")
+    print(f"8. usage statement, {customer} {period} (meterflow statement --customer {customer})")
+    client = connect(settings.clickhouse_dsn, settings.clickhouse_database)
+    books = load_books(settings.prices_file, settings.contracts_file, settings.costs_file)
+    for line in render_text(statement(client, books, customer, period)).splitlines()[-6:]:
+        print(f"   {line}")
+    return exact
 
 
 def _reset(settings: Settings) -> None:

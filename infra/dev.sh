@@ -36,6 +36,14 @@ case "$cmd" in
     ;;
   test)
     setup
+    if ! command -v promtool >/dev/null 2>&1; then
+      echo "meterflow: installing Debian's prometheus package for promtool (rule and config tests)"
+      if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+      else
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+      fi
+    fi
     cd "$ROOT"
     "$VENV/bin/ruff" check .
     "$VENV/bin/mypy"
