@@ -35,7 +35,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from itertools import islice
 from operator import itemgetter
 from pathlib import Path
@@ -51,7 +50,8 @@ from flows.metering import ShardMeter, ShardState
 from flows.rating.books import load_books
 from flows.rating.credits import CreditGrant
 from flows.rating.engine import RatingEngine
-from flows.rating.money import ZERO, to_cents
+from flows.rating.money import to_cents
+from flows.rating.totals import Totals
 from flows.settings import Settings
 from flows.statement import format_table
 from schemas.event import EPOCH, Rejection, UsageEvent, to_micros
@@ -318,28 +318,6 @@ def open_source(
         return KafkaLog(settings.kafka_bootstrap, topic, decoder, from_offset, from_time)
     client = connect(settings.clickhouse_dsn, settings.clickhouse_database)
     return RawLog(client, settings.usage_topic, decoder)
-
-
-@dataclass(frozen=True, slots=True)
-class Totals:
-    """Exact money of a customer's rated rows."""
-
-    events: int = 0
-    amount: Decimal = ZERO
-    discount: Decimal = ZERO
-    credits: Decimal = ZERO
-    billable: Decimal = ZERO
-    cost: Decimal = ZERO
-
-    def __add__(self, other: Totals) -> Totals:
-        return Totals(
-            self.events + other.events,
-            self.amount + other.amount,
-            self.discount + other.discount,
-            self.credits + other.credits,
-            self.billable + other.billable,
-            self.cost + other.cost,
-        )
 
 
 @dataclass(frozen=True, slots=True)

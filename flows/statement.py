@@ -42,6 +42,7 @@ from flows.rating.lines import Fee
 from flows.rating.money import CONTEXT, ZERO, fmt, q18, to_cents
 from flows.rating.periods import overlap
 from flows.rating.tiers import PER_UNITS
+from flows.rating.totals import Totals
 from schemas.event import from_micros, to_micros
 
 _QUOTED_PER = {"llm.tokens": "million", "gpu.time": "hour", "api.call": "thousand"}
@@ -54,26 +55,6 @@ _USAGE = (
     "AND period_start = fromUnixTimestamp64Micro(%(start)s, 'UTC')"
 )
 _MONEY = "count(), sum(amount), sum(discount), sum(credits_applied), sum(billable_amount)"
-
-
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """The exact money of a group of rated rows."""
-
-    events: int = 0
-    amount: Decimal = ZERO
-    discount: Decimal = ZERO
-    credits: Decimal = ZERO
-    billable: Decimal = ZERO
-
-    def __add__(self, other: Charge) -> Charge:
-        return Charge(
-            self.events + other.events,
-            self.amount + other.amount,
-            self.discount + other.discount,
-            self.credits + other.credits,
-            self.billable + other.billable,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +80,7 @@ class LineItem:
     model: str
     mode: str
     dimensions: tuple[DimensionUse, ...]
-    charge: Charge
+    charge: Totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +104,7 @@ class Adjustment:
     original_period_start: datetime
     meter: str
     model: str
-    charge: Charge
+    charge: Totals
 
 
 @dataclass(frozen=True)
@@ -138,12 +119,12 @@ class Statement:
     fees: tuple[Fee, ...]
 
     @property
-    def usage(self) -> Charge:
-        return sum((line.charge for line in self.lines), Charge())
+    def usage(self) -> Totals:
+        return sum((line.charge for line in self.lines), Totals())
 
     @property
-    def adjusted(self) -> Charge:
-        return sum((a.charge for a in self.adjustments), Charge())
+    def adjusted(self) -> Totals:
+        return sum((a.charge for a in self.adjustments), Totals())
 
     @property
     def base_fees(self) -> Decimal:
@@ -221,8 +202,8 @@ def _customer(books: Books, customer_id: str) -> Customer:
     return customer
 
 
-def _charge(row: Sequence[Any]) -> Charge:
-    return Charge(int(row[0]), *row[1:5])
+def _charge(row: Sequence[Any]) -> Totals:
+    return Totals(int(row[0]), *row[1:5])
 
 
 def _lines(uses: Sequence[Sequence[Any]], money: Sequence[Sequence[Any]]) -> Iterable[LineItem]:
@@ -451,7 +432,7 @@ def write_csv(s: Statement, out: TextIO) -> None:
     writer.writerow({"section": "total_due", "billable_amount": str(s.total_due)})
 
 
-def _charge_json(c: Charge) -> dict[str, Any]:
+def _charge_json(c: Totals) -> dict[str, Any]:
     return {
         "events": c.events,
         "amount": fmt(c.amount),
