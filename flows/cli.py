@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.until_end:
         settings = settings.model_copy(update={"tail": False})
-    metrics.serve(settings.metrics_port + (args.process_id or 0))
+    metrics.serve(settings.metrics_host, settings.metrics_port + (args.process_id or 0))
     runner.run(settings, args.workers, args.process_id, args.addresses)
     return 0
 

@@ -151,7 +151,7 @@ def flow() -> Dataflow:
     """Entry point for `python -m bytewax.run "flows.dataflow:flow()"`."""
     settings = Settings()
     process = int(os.environ.get("BYTEWAX_PROCESS_ID", "0"))
-    metrics.serve(settings.metrics_port + process)
+    metrics.serve(settings.metrics_host, settings.metrics_port + process)
     return build_flow(settings)
 
 

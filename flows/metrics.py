@@ -60,9 +60,9 @@ _RATING_REASONS = frozenset({"unknown_customer", "unknown_model"})
 _KAFKA_TS = TABLES[RATED_USAGE].index("kafka_timestamp")
 
 
-def serve(port: int) -> None:
-    start_http_server(port, addr="127.0.0.1")
-    log.info("metrics on http://127.0.0.1:%d/metrics", port)
+def serve(host: str, port: int) -> None:
+    start_http_server(port, addr=host)
+    log.info("metrics on http://%s:%d/metrics", host, port)
 
 
 def record_consumed(topic: str, partition: int, count: int) -> None:

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     tail: bool = True
     snapshot_seconds: float = 2.0
     recovery_dir: Path | None = None
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
     sink_batch_rows: int = 10_000
     sink_flush_seconds: float = 1.0

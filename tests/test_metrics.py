@@ -21,7 +21,7 @@ def free_port() -> int:
 
 def test_metrics_endpoint_reports_outcomes_dead_letters_and_latency() -> None:
     port = free_port()
-    metrics.serve(port)
+    metrics.serve("127.0.0.1", port)
     report = ShardReport(
         outcomes=Counter({"rated": 5, "duplicate": 2, "late": 1}),
         dead_letters=Counter({"unknown_model": 1}),
