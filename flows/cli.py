@@ -11,8 +11,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flows.settings import Settings
+
+if TYPE_CHECKING:
+    from flows.replay import Source
 from infra import stack
 
 log = logging.getLogger("meterflow")
@@ -125,18 +129,25 @@ def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def open_log(args: argparse.Namespace, settings: Settings) -> Source:
+    """The event log named by the `add_source_options` arguments."""
+    from flows.replay import open_source
+
+    return open_source(
+        settings,
+        topic=args.from_topic,
+        from_offset=args.from_offset,
+        from_time=args.from_time,
+        file=getattr(args, "from_file", None),
+        raw=args.from_raw,
+    )
+
+
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from flows.replay import open_source, replay
+    from flows.replay import replay
 
     try:
-        source = open_source(
-            settings,
-            topic=args.from_topic,
-            from_offset=args.from_offset,
-            from_time=args.from_time,
-            file=args.from_file,
-            raw=args.from_raw,
-        )
+        source = open_log(args, settings)
     except ValueError as exc:
         print(f"meterflow replay: {exc}", file=sys.stderr)
         return 2
@@ -144,6 +155,31 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         settings, args.name, source, args.prices, args.contracts, args.costs, not args.no_progress
     )
     print("\n".join(result.lines()))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.eventlogs import export_log
+
+    try:
+        source = open_log(args, settings)
+    except ValueError as exc:
+        print(f"meterflow export: {exc}", file=sys.stderr)
+        return 2
+    written, undecodable = export_log(source, args.out)
+    print(
+        f"wrote {written} events from {source.description} to {args.out}; "
+        f"{undecodable} records did not decode and were left out",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.eventlogs import import_log
+
+    delivered = import_log(settings, args.file)
+    print(f"sent {delivered} events from {args.file} to {settings.usage_topic}", file=sys.stderr)
     return 0
 
 
@@ -177,6 +213,21 @@ def add_book_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prices", type=Path, help="price book (default: settings)")
     parser.add_argument("--contracts", type=Path, help="contracts (default: settings)")
     parser.add_argument("--costs", type=Path, help="cost book (default: settings)")
+
+
+def add_source_options(parser: argparse.ArgumentParser, with_file: bool) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-topic", help="a Kafka topic, bounded to its end at start")
+    if with_file:
+        source.add_argument("--from-file", type=Path, help="an Avro event log")
+    source.add_argument("--from-raw", action="store_true", help="the raw log in ClickHouse")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-offset", type=int, help="with --from-topic: offset in every partition"
+    )
+    start.add_argument(
+        "--from-time", type=datetime.fromisoformat, help="with --from-topic: RFC 3339 with offset"
+    )
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -228,20 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="re-rate an event log into a named result set and diff it")
     p.add_argument("--name", required=True, help="the result set; re-running it replaces it")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--from-topic", help="a Kafka topic, bounded to its end at start")
-    source.add_argument("--from-file", type=Path, help="an Avro event log")
-    source.add_argument("--from-raw", action="store_true", help="the raw log in ClickHouse")
-    start = p.add_mutually_exclusive_group()
-    start.add_argument(
-        "--from-offset", type=int, help="with --from-topic: offset in every partition"
-    )
-    start.add_argument(
-        "--from-time", type=datetime.fromisoformat, help="with --from-topic: RFC 3339 with offset"
-    )
+    add_source_options(p, with_file=True)
     add_book_options(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("export", help="write usage events to an Avro event-log file")
+    p.add_argument("out", type=Path)
+    add_source_options(p, with_file=False)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="send an Avro event-log file to the usage topic")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("statement", help="a customer's usage statement for a billing period")
     p.add_argument("--customer", required=True)
