@@ -146,13 +146,14 @@ def open_log(args: argparse.Namespace, settings: Settings) -> Source:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from flows.replay import replay
 
-    try:
-        source = open_log(args, settings)
-    except ValueError as exc:
-        print(f"meterflow replay: {exc}", file=sys.stderr)
-        return 2
     result = replay(
-        settings, args.name, source, args.prices, args.contracts, args.costs, not args.no_progress
+        settings,
+        args.name,
+        open_log(args, settings),
+        args.prices,
+        args.contracts,
+        args.costs,
+        not args.no_progress,
     )
     print("\n".join(result.lines()))
     return 0
@@ -161,11 +162,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from flows.eventlogs import export_log
 
-    try:
-        source = open_log(args, settings)
-    except ValueError as exc:
-        print(f"meterflow export: {exc}", file=sys.stderr)
-        return 2
+    source = open_log(args, settings)
     written, undecodable = export_log(source, args.out)
     print(
         f"wrote {written} events from {source.description} to {args.out}; "
@@ -194,11 +191,7 @@ def cmd_statement(args: argparse.Namespace, settings: Settings) -> int:
         args.costs or settings.costs_file,
     )
     client = connect(settings.clickhouse_dsn, settings.clickhouse_database)
-    try:
-        result = statement(client, books, args.customer, args.period)
-    except ValueError as exc:
-        print(f"meterflow statement: {exc}", file=sys.stderr)
-        return 2
+    result = statement(client, books, args.customer, args.period)
     print(render_text(result))
     if args.csv:
         with args.csv.open("w", newline="") as out:
@@ -335,7 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     for chatty in ("httpx", "httpx2", "httpcore", "httpcore2"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     func: Callable[[argparse.Namespace, Settings], int] = args.func
-    return func(args, Settings())
+    try:
+        return func(args, Settings())
+    except ValueError as exc:
+        print(f"meterflow {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
