@@ -16,6 +16,8 @@ Row = tuple[Any, ...]
 
 @dataclass(slots=True)
 class SinkBatch:
+    """Rows of one stream: every row's first column is `stream`."""
+
     stream: str
     tables: dict[str, list[Row]] = field(default_factory=dict)
 

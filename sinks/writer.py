@@ -39,6 +39,9 @@ class WrittenRanges:
         self._starts = {k: [lo for lo, _ in sorted(v)] for k, v in ranges.items()}
         self._ends = {k: [hi for _, hi in sorted(v)] for k, v in ranges.items()}
 
+    def has(self, table: str, stream: str) -> bool:
+        return (table, stream) in self._starts
+
     def __contains__(self, key: tuple[str, str, int]) -> bool:
         table, stream, position = key
         starts = self._starts.get((table, stream))
@@ -93,12 +96,7 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
     def write_batch(self, values: list[SinkBatch]) -> None:
         for batch in values:
             for table, rows in batch.tables.items():
-                floors = self._resumed_at.get(table, {})
-                fresh = [
-                    r
-                    for r in rows
-                    if r[1] > floors.get(r[0], -1) and (table, r[0], r[1]) not in self._written
-                ]
+                fresh = self._fresh(table, batch.stream, rows)
                 if fresh:
                     self._buffer.setdefault(table, []).extend(fresh)
                     self._buffered += len(fresh)
@@ -107,6 +105,13 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
             or time.monotonic() - self._last_flush >= self._flush_seconds
         ):
             self.flush()
+
+    def _fresh(self, table: str, stream: str, rows: list[Row]) -> list[Row]:
+        """The rows not yet in ClickHouse; all of them unless this stream was resumed."""
+        floor = self._resumed_at.get(table, {}).get(stream, -1)
+        if floor < 0 and not self._written.has(table, stream):
+            return rows
+        return [r for r in rows if r[1] > floor and (table, stream, r[1]) not in self._written]
 
     def flush(self) -> None:
         started = time.monotonic()
