@@ -40,7 +40,8 @@ def migrate(client: Client) -> list[str]:
     """Apply the SQL files in `sinks/migrations` not yet recorded; returns the names applied.
 
     Every statement is itself idempotent (IF NOT EXISTS), so a crash between a
-    statement and its record only repeats harmless work on the next start.
+    statement and its record only repeats harmless work on the next start. Files
+    are append-only: a change to a table is a new file, never an edit of an old one.
     """
     client.command(
         f"CREATE TABLE IF NOT EXISTS {_MIGRATIONS_TABLE} "
