@@ -18,6 +18,8 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from flows import metrics
+
 _IDLE_WAIT = timedelta(milliseconds=50)
 
 
@@ -60,6 +62,7 @@ class _BatchPartition(StatefulSourcePartition[ConsumedBatch, int]):
         self._until = until
         self._eof = False
         self._awake: datetime | None = None
+        self._partition_handle = TopicPartition(topic, partition)
 
     def next_batch(self) -> list[ConsumedBatch]:
         if self._eof:
@@ -81,6 +84,9 @@ class _BatchPartition(StatefulSourcePartition[ConsumedBatch, int]):
             return []
         self._awake = None
         self._offset = records[-1].offset + 1
+        _, high = self._consumer.get_watermark_offsets(self._partition_handle, cached=True)
+        if high >= 0:
+            metrics.record_lag(self._topic, self._partition, high - self._offset)
         return [ConsumedBatch(self._topic, self._partition, records, time.time())]
 
     def next_awake(self) -> datetime | None:

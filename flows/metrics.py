@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from flows.metering import ShardReport
 from sinks.batch import Row
 from sinks.tables import RATED_USAGE, TABLES
+
+if TYPE_CHECKING:
+    from flows.metering import ShardReport
 
 log = logging.getLogger(__name__)
 
 CONSUMED = Counter(
     "meterflow_consumed_records_total", "Kafka records consumed", ["topic", "partition"]
+)
+CONSUMER_LAG = Gauge(
+    "meterflow_consumer_lag_records",
+    "Records in the partition not yet consumed: its high watermark minus the next offset",
+    ["topic", "partition"],
 )
 EVENTS = Counter(
     "meterflow_events_total",
@@ -67,6 +75,10 @@ def serve(host: str, port: int) -> None:
 
 def record_consumed(topic: str, partition: int, count: int) -> None:
     CONSUMED.labels(topic, str(partition)).inc(count)
+
+
+def record_lag(topic: str, partition: int, lag: int) -> None:
+    CONSUMER_LAG.labels(topic, str(partition)).set(lag)
 
 
 def record_rejections(reasons: dict[str, int]) -> None:

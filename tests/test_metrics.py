@@ -29,6 +29,7 @@ def test_metrics_endpoint_reports_outcomes_dead_letters_and_latency() -> None:
     )
     metrics.record_shard("shard-001", report, dedupe_ids=8, max_event_us=1_700_000_000_000_000)
     metrics.record_rejections({"corrupt_bytes": 3})
+    metrics.record_lag("usage-events", 2, 42)
     row = [None] * len(TABLES[RATED_USAGE])
     row[TABLES[RATED_USAGE].index("kafka_timestamp")] = int(time.time() * 1000)
     metrics.record_flush({RATED_USAGE: [tuple(row)]}, 0.01)
@@ -44,5 +45,7 @@ def test_metrics_endpoint_reports_outcomes_dead_letters_and_latency() -> None:
     assert samples[("meterflow_dead_letters_total", (("reason", "corrupt_bytes"),))] >= 3
     assert samples[("meterflow_rating_errors_total", (("reason", "unknown_model"),))] >= 1
     assert samples[("meterflow_dedupe_state_ids", (("shard", "shard-001"),))] == 8
+    lag = ("meterflow_consumer_lag_records", (("partition", "2"), ("topic", "usage-events")))
+    assert samples[lag] == 42
     assert samples[("meterflow_produce_to_queryable_seconds_count", ())] >= 1
     assert samples[("meterflow_event_lateness_seconds_count", ())] >= 1
