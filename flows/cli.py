@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from flows.replay import Source
 from infra import stack
 
-log = logging.getLogger("meterflow")
-
 
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     config = settings.stack()

@@ -11,7 +11,6 @@ configuration comes from `flows.settings.Settings`.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pickle
 from base64 import b64encode
@@ -46,8 +45,6 @@ from sinks.batch import SinkBatch
 from sinks.clickhouse import connect
 from sinks.tables import ALERTS, DEAD_LETTERS, TABLES
 from sinks.writer import ClickHouseSink, OnFlush
-
-log = logging.getLogger(__name__)
 
 Keyed = tuple[str, SinkBatch]
 ShardItems = tuple[str, list[Consumed | ConsumedGrant]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,8 +14,6 @@ from schemas.jsonform import parse_line
 from schemas.producer import UsageProducer
 from schemas.serde import Encoder
 from schemas.validation import TimeBounds, utc_now, validate
-
-log = logging.getLogger(__name__)
 
 
 def open_producer(settings: Settings) -> UsageProducer:

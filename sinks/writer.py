@@ -12,7 +12,6 @@ views that feed on them, see each row once; totals are exact without FINAL.
 
 from __future__ import annotations
 
-import logging
 import time
 from bisect import bisect_right
 from collections.abc import Callable
@@ -22,8 +21,6 @@ from clickhouse_connect.driver.client import Client
 
 from sinks.batch import Row, SinkBatch
 from sinks.tables import TABLES
-
-log = logging.getLogger(__name__)
 
 Floors = dict[str, dict[str, int]]
 """table -> stream -> highest position flushed as of the snapshot."""
