@@ -18,9 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from flows.rating.books import CATALOGUE
 from infra.stack import StackConfig
-
-_REPO = Path(__file__).resolve().parent.parent
 
 
 def _default_home() -> Path:
@@ -52,9 +51,9 @@ class Settings(BaseSettings):
     max_future: timedelta = timedelta(minutes=5)
     max_age: timedelta = timedelta(days=35)
 
-    prices_file: Path = _REPO / "flows" / "rating" / "catalogue" / "prices.yaml"
-    contracts_file: Path = _REPO / "flows" / "rating" / "catalogue" / "contracts.yaml"
-    costs_file: Path = _REPO / "flows" / "rating" / "catalogue" / "costs.yaml"
+    prices_file: Path = CATALOGUE / "prices.yaml"
+    contracts_file: Path = CATALOGUE / "contracts.yaml"
+    costs_file: Path = CATALOGUE / "costs.yaml"
 
     shards: int = 32
     tail: bool = True
