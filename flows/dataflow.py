@@ -22,6 +22,7 @@ import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
+from clickhouse_connect.driver.client import Client
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from flows import metrics
@@ -37,13 +38,14 @@ from flows.dedupe import DedupeWindow
 from flows.kafka_source import ConsumedBatch, KafkaBatchSource
 from flows.metering import ShardMeter, ShardState
 from flows.rating.books import load_books
+from flows.rating.budgets import current_budgets
 from flows.rating.engine import RatingEngine
 from flows.settings import Settings
 from schemas.serde import Decoder
 from schemas.validation import TimeBounds
 from sinks.batch import SinkBatch
 from sinks.clickhouse import connect
-from sinks.tables import ALERTS, DEAD_LETTERS, TABLES
+from sinks.tables import ALERTS, BUDGET_COLUMNS, CUSTOMER_BUDGETS, DEAD_LETTERS, TABLES
 from sinks.writer import ClickHouseSink, OnFlush
 
 Keyed = tuple[str, SinkBatch]
@@ -81,6 +83,17 @@ class _Steps:
         audit, by_shard = split_batch(batch, parse, self.settings.shards)
         metrics.record_rejections(_reasons(audit))
         return (audit.stream, audit), [(shard, (shard, items)) for shard, items in by_shard.items()]
+
+    def connect_sink(self) -> Client:
+        """The sink's client, after publishing the catalogue's budgets for the dashboards."""
+        client = connect(self.settings.clickhouse_dsn, self.settings.clickhouse_database)
+        engine, now = self.meter.engine, datetime.now(UTC)
+        rows = [
+            (customer, limit, hard_cap, engine.currency, now)
+            for customer, limit, hard_cap in current_budgets(engine.books, now)
+        ]
+        client.insert(CUSTOMER_BUDGETS, rows, column_names=BUDGET_COLUMNS)
+        return client
 
     def build_meter(self, resume: bytes | None) -> _MeterLogic:
         if resume is None:
@@ -130,7 +143,7 @@ def build_flow(
     metered = op.stateful_batch("meter", shards, steps.build_meter)
     rows = op.merge("rows", audit, metered)
     sink = ClickHouseSink(
-        lambda: connect(settings.clickhouse_dsn, settings.clickhouse_database),
+        steps.connect_sink,
         settings.sink_batch_rows,
         settings.sink_flush_seconds,
         on_flush,

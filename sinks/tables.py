@@ -118,3 +118,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "amount",
     ),
 }
+
+CUSTOMER_BUDGETS = "customer_budgets"
+"""Not a sink table: the catalogue's budgets, written whole when the flow starts."""
+BUDGET_COLUMNS = ("customer_id", "budget", "hard_cap", "currency", "loaded_at")

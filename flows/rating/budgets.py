@@ -12,9 +12,11 @@ from datetime import datetime
 from decimal import Decimal
 
 from flows.rating.alerts import Alert, AlertKind, alert_id
+from flows.rating.books import Books
 from flows.rating.contracts import BudgetTerms
 from flows.rating.money import HUNDRED, q18
 from flows.rating.state import Budget, CustomerState
+from schemas.event import to_micros
 
 HARD = "hard"
 
@@ -65,3 +67,13 @@ def spend(
             )
         )
     return alerts
+
+
+def current_budgets(books: Books, at: datetime) -> list[tuple[str, Decimal, bool]]:
+    """(customer, limit, hard cap) of every customer whose terms in force at `at` set a budget."""
+    at_us = to_micros(at)
+    return [
+        (customer.id, terms.budget.limit, terms.budget.hard_cap)
+        for customer in books.contracts.customers.values()
+        if (terms := customer.terms_at(at_us)).budget is not None
+    ]
