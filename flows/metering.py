@@ -154,6 +154,7 @@ class ShardMeter:
                 grant.grant_id,
                 grant.customer_id,
                 grant.credits,
+                self.engine.grant_amount(grant),
                 grant.effective_at,
                 grant.expires_at,
             ),

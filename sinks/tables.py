@@ -105,6 +105,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "grant_id",
         "customer_id",
         "credits",
+        "amount",
         "effective_at",
         "expires_at",
     ),

@@ -69,6 +69,11 @@ class RatingEngine:
             add_grant(state.customer(customer.id), grant, value, terms.credits.low_balance)
         return None
 
+    def grant_amount(self, grant: CreditGrant) -> Decimal:
+        """What a known customer's grant is worth in currency, at its tier's credit value."""
+        terms = self._customers[grant.customer_id].terms_at(to_micros(grant.effective_at))
+        return q18(grant.credits * self._credit_values.get(terms.tier, ONE))
+
     def expire(self, state: RatingState, now: datetime) -> list[CreditExpiry]:
         """Lapse grants whose expiry is at or before `now`; one record per grant, once."""
         now_us = to_micros(now)
