@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 from base64 import b64encode
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
@@ -29,7 +28,8 @@ from flows import metrics
 from flows.decode import (
     Consumed,
     ConsumedGrant,
-    Parsed,
+    Parse,
+    Shards,
     parse_grant_value,
     split_batch,
     usage_parser,
@@ -59,6 +59,7 @@ class _Steps:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.bounds = TimeBounds(settings.max_future, settings.max_age)
+        self.shards = Shards(settings.shards, settings.usage_topic)
 
     @cached_property
     def decoder(self) -> Decoder:
@@ -78,9 +79,9 @@ class _Steps:
     def decode_grants(self, batch: ConsumedBatch) -> Decoded:
         return self._split(batch, parse_grant_value)
 
-    def _split(self, batch: ConsumedBatch, parse: Callable[[bytes | None], Parsed]) -> Decoded:
+    def _split(self, batch: ConsumedBatch, parse: Parse) -> Decoded:
         metrics.record_consumed(batch.topic, batch.partition, len(batch.records))
-        audit, by_shard = split_batch(batch, parse, self.settings.shards)
+        audit, by_shard = split_batch(batch, parse, self.shards)
         metrics.record_rejections(_reasons(audit))
         return (audit.stream, audit), [(shard, (shard, items)) for shard, items in by_shard.items()]
 

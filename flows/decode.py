@@ -49,24 +49,37 @@ class ConsumedGrant:
 Parsed = UsageEvent | CreditGrant | Rejection
 
 
-def shard_of(customer_id: str, shards: int) -> str:
-    """A stable shard key: crc32, not `hash`, which differs between processes."""
-    return f"shard-{zlib.crc32(customer_id.encode()) % shards:03d}"
+Parse = Callable[[bytes | None, datetime], Parsed]
+"""A record's value and the clock it arrived by (the whole batch's) to an outcome."""
 
 
-def usage_parser(decoder: Decoder, bounds: TimeBounds) -> Callable[[bytes | None], Parsed]:
+class Shards:
+    """Which shard key a customer's events go to: crc32, not `hash`, which differs
+    between processes. A key is also the stream of the shard's rows in ClickHouse
+    (`sinks.writer`), so it names the usage topic and the shard count: a flow over
+    another topic, or sharded otherwise, never takes these rows for its own."""
+
+    def __init__(self, count: int, topic: str):
+        self.count = count
+        self._keys = tuple(f"{topic}/shard-{i:03d}-of-{count}" for i in range(count))
+
+    def of(self, customer_id: str) -> str:
+        return self._keys[zlib.crc32(customer_id.encode()) % self.count]
+
+
+def usage_parser(decoder: Decoder, bounds: TimeBounds) -> Parse:
     """Usage events: Confluent-framed Avro, validated against the contract."""
 
-    def parse(value: bytes | None) -> Parsed:
+    def parse(value: bytes | None, now: datetime) -> Parsed:
         decoded = decoder.decode(value)
         if isinstance(decoded, Rejection):
             return decoded
-        return validate(decoded, datetime.now(UTC), bounds, typed=True)
+        return validate(decoded, now, bounds, typed=True)
 
     return parse
 
 
-def parse_grant_value(value: bytes | None) -> Parsed:
+def parse_grant_value(value: bytes | None, _now: datetime) -> Parsed:
     """Credit grants: one JSON object per record (see `flows.rating.credits.parse_grant`)."""
     try:
         record = json.loads(value or b"")
@@ -78,14 +91,17 @@ def parse_grant_value(value: bytes | None) -> Parsed:
 
 
 def split_batch(
-    batch: ConsumedBatch, parse: Callable[[bytes | None], Parsed], shards: int
+    batch: ConsumedBatch, parse: Parse, shards: Shards
 ) -> tuple[SinkBatch, dict[str, list[Consumed | ConsumedGrant]]]:
-    """Audit rows and dead letters for the sink; events and grants for their shards."""
+    """Audit rows and dead letters for the sink; events and grants for their shards.
+
+    Event times are judged against the batch's receive time, the clock a replay of
+    the raw log judges them by too."""
     received_at = datetime.fromtimestamp(batch.received_at, UTC)
     audit = SinkBatch(f"{batch.topic}/{batch.partition}")
     by_shard: dict[str, list[Consumed | ConsumedGrant]] = {}
     for record in batch.records:
-        outcome = parse(record.value)
+        outcome = parse(record.value, received_at)
         audit.add(RAW_EVENTS, _raw_row(audit.stream, batch, record, outcome, received_at))
         coordinates = (batch.topic, batch.partition, record.offset, record.timestamp_ms)
         item: Consumed | ConsumedGrant
@@ -109,7 +125,7 @@ def split_batch(
             item = ConsumedGrant(outcome, *coordinates)
         else:
             item = Consumed(outcome, *coordinates)
-        by_shard.setdefault(shard_of(outcome.customer_id, shards), []).append(item)
+        by_shard.setdefault(shards.of(outcome.customer_id), []).append(item)
     return audit, by_shard
 
 

@@ -500,8 +500,8 @@ def _check(entry: Entry, bounds: TimeBounds) -> UsageEvent | Rejection:
     if isinstance(entry.record, Rejection):
         return entry.record
     if entry.arrived is None:
-        return validate(entry.record, EPOCH, _UNBOUNDED)
-    return validate(entry.record, entry.arrived, bounds)
+        return validate(entry.record, EPOCH, _UNBOUNDED, typed=True)
+    return validate(entry.record, entry.arrived, bounds, typed=True)
 
 
 def _live_grants(client: Client) -> list[ConsumedGrant]:

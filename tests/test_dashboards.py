@@ -17,7 +17,7 @@ import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
 
-from flows.decode import Consumed, ConsumedGrant, dead_letter_row, shard_of
+from flows.decode import Consumed, ConsumedGrant, Shards, dead_letter_row
 from flows.dedupe import DedupeWindow
 from flows.metering import ShardMeter, ShardState
 from flows.rating.books import load_books
@@ -152,7 +152,9 @@ def _demo_batches() -> list[SinkBatch]:
     pending: dict[str, list[Consumed | ConsumedGrant]] = defaultdict(list)
     for i, customer in enumerate(GRANTED):
         grant = CreditGrant(f"grant-{customer}", customer, Decimal(200), START - timedelta(days=1))
-        pending[shard_of(customer, SHARDS)].append(ConsumedGrant(grant, "credit-grants", 0, i, 0))
+        pending[Shards(SHARDS, USAGE).of(customer)].append(
+            ConsumedGrant(grant, "credit-grants", 0, i, 0)
+        )
     decoded = SinkBatch(f"{USAGE}/0")
     batches = [decoded]
 
@@ -174,7 +176,7 @@ def _demo_batches() -> list[SinkBatch]:
             )
             decoded.add("dead_letters", row)
             continue
-        pending[shard_of(event.customer_id, SHARDS)].append(
+        pending[Shards(SHARDS, USAGE).of(event.customer_id)].append(
             Consumed(event, USAGE, 0, offset, kafka_ms)
         )
         if offset % 500 == 499:

@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from flows.decode import ConsumedGrant, shard_of, split_batch, usage_parser
+from flows.decode import ConsumedGrant, Shards, split_batch, usage_parser
 from flows.dedupe import DedupeWindow
 from flows.kafka_source import ConsumedBatch, Record
 from flows.metering import ShardMeter, ShardState
@@ -57,6 +57,7 @@ def run_live(
     """What the flow does with `sends`, minus Bytewax: bytes keyed by customer onto
     partitions, decoded and split per batch, metered per shard, every row stored."""
     encoders, parse = WireEncoders(registry), usage_parser(Decoder(registry), bounds)
+    sharding = Shards(shards, TOPIC)
     meter = ShardMeter(RatingEngine(load_books()), allowed_lateness_us=HOUR_US // 6)
     states: dict[str, ShardState] = {}
     tables: dict[str, list[Row]] = {}
@@ -68,7 +69,7 @@ def run_live(
             tables.setdefault(table, []).extend(rows)
 
     for offset, grant in enumerate(grants):
-        store(shard_of(grant.customer_id, shards), [ConsumedGrant(grant, "grants", 0, offset, 0)])
+        store(sharding.of(grant.customer_id), [ConsumedGrant(grant, "grants", 0, offset, 0)])
     offsets = [0] * partitions
     for start in range(0, len(sends), 200):
         pending: dict[int, list[Record]] = {}
@@ -80,7 +81,7 @@ def run_live(
             offsets[p] += 1
         for p, records in pending.items():
             audit, by_shard = split_batch(
-                ConsumedBatch(TOPIC, p, records, time.time()), parse, shards
+                ConsumedBatch(TOPIC, p, records, time.time()), parse, sharding
             )
             for table, rows in audit.tables.items():
                 tables.setdefault(table, []).extend(rows)
