@@ -221,8 +221,7 @@ class ShardMeter:
         rated_at: datetime,
     ) -> None:
         c = p.consumed
-        _, period_end_us = self.engine.period_bounds(line.customer_id, to_micros(line.timestamp))
-        adjustment = p.late and period_end_us <= p.watermark_us
+        adjustment = p.late and self._period_closed(line, p.watermark_us)
         source = (c.topic, c.partition, c.offset)
         event = (line.event_id, line.customer_id, line.timestamp, line.period_start)
         money = (line.amount, line.discount, line.credits_applied, line.billable_amount, line.cost)
@@ -274,6 +273,11 @@ class ShardMeter:
                 ),
             )
         report.outcomes["adjustment" if adjustment else "late" if p.late else "rated"] += 1
+
+    def _period_closed(self, line: RatedLine, watermark_us: int) -> bool:
+        """Whether the line's billing period ended behind the watermark (asked of late lines)."""
+        _, end_us = self.engine.period_bounds(line.customer_id, to_micros(line.timestamp))
+        return end_us <= watermark_us
 
     def _dead_letter(
         self,

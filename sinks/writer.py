@@ -84,6 +84,8 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
         self._resumed_at = {table: dict(streams) for table, streams in floors.items()}
         self._written = WrittenRanges.query(client, floors)
         self._buffer: dict[str, list[Row]] = {}
+        self._unflushed: Floors = {}
+        """Highest buffered position per table and stream, for the floors once flushed."""
         self._buffered = 0
         self._flush_rows = flush_rows
         self._flush_seconds = flush_seconds
@@ -97,6 +99,8 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
                 if fresh:
                     self._buffer.setdefault(table, []).extend(fresh)
                     self._buffered += len(fresh)
+                    top = self._unflushed.setdefault(table, {})
+                    top[batch.stream] = max(top.get(batch.stream, -1), max(r[1] for r in fresh))
         if (
             self._buffered >= self._flush_rows
             or time.monotonic() - self._last_flush >= self._flush_seconds
@@ -114,13 +118,14 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
         started = time.monotonic()
         for table, rows in self._buffer.items():
             self._client.insert(table, rows, column_names=TABLES[table])
+        for table, streams in self._unflushed.items():
             floors = self._floors.setdefault(table, {})
-            for row in rows:
-                if row[1] > floors.get(row[0], -1):
-                    floors[row[0]] = row[1]
+            for stream, top in streams.items():
+                floors[stream] = max(floors.get(stream, -1), top)
         if self._buffered:
             self._on_flush(self._buffer, time.monotonic() - started)
         self._buffer = {}
+        self._unflushed = {}
         self._buffered = 0
         self._last_flush = time.monotonic()
 
