@@ -9,15 +9,12 @@ Python consumer on this machine, measured in the same run on the same topic.
 from __future__ import annotations
 
 import resource
-import shutil
 import statistics
 import threading
 import time
 import tracemalloc
 import uuid
-from datetime import UTC, datetime
 
-import clickhouse_connect
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
@@ -36,8 +33,8 @@ LATENCY_SECONDS = 10
 
 
 def bench(settings: Settings, count: int) -> None:
-    settings = _fresh(settings, "throughput")
     stack.up(settings.stack())
+    settings = runner.fresh_run(settings, "bench_throughput")
     registry = SchemaRegistryClient({"url": settings.registry_url})
 
     started = time.monotonic()
@@ -64,7 +61,7 @@ def bench(settings: Settings, count: int) -> None:
     (first, _), (last, _) = flushes[0], flushes[-1]
     end_to_end = sum(rows for _, rows in flushes[1:]) / (last - first)
 
-    latencies = _latencies(_fresh(settings, "latency"), registry)
+    latencies = _latencies(runner.fresh_run(settings, "bench_latency"), registry)
     _figure("latency.produce_to_queryable_p50_ms", 1000 * statistics.median(latencies))
     _figure(
         "latency.produce_to_queryable_p99_ms", 1000 * statistics.quantiles(latencies, n=100)[98]
@@ -72,25 +69,6 @@ def bench(settings: Settings, count: int) -> None:
     _figure("memory.peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     _figure("memory.dedupe_bytes_per_event_id", _dedupe_bytes_per_id())
     print(f"end_to_end.events_per_second {end_to_end:.0f} ({end_to_end / bare:.2f} of bare)")
-
-
-def _fresh(settings: Settings, phase: str) -> Settings:
-    """A new topic, database and recovery store for one phase."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    fresh = settings.model_copy(
-        update={
-            "usage_topic": f"bench-{phase}-{stamp}",
-            "clickhouse_database": f"bench_{phase}",
-            "recovery_dir": settings.home / f"bench-recovery-{phase}",
-            "tail": False,
-        }
-    )
-    stack.create_topics(fresh.kafka_bootstrap, {fresh.usage_topic: fresh.usage_partitions})
-    client = clickhouse_connect.get_client(dsn=fresh.clickhouse_dsn)
-    client.command(f"DROP DATABASE IF EXISTS {fresh.clickhouse_database}")
-    client.close()
-    shutil.rmtree(fresh.recovery_dir or "", ignore_errors=True)
-    return fresh
 
 
 def _bare_rate(settings: Settings, registry: SchemaRegistryClient, expected: int) -> float:

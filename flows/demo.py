@@ -8,12 +8,10 @@ manifest, every offset has one outcome, and per-customer money is printed.
 
 from __future__ import annotations
 
-import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import clickhouse_connect
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from flows import runner
@@ -37,19 +35,9 @@ CREDIT_CUSTOMERS = ("cust-0015", "cust-0016", "cust-0017", "cust-0018")
 
 
 def demo(settings: Settings, count: int, seed: int) -> int:
-    run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    settings = settings.model_copy(
-        update={
-            "usage_topic": f"usage-events-demo-{run_id}",
-            "credit_grants_topic": f"credit-grants-demo-{run_id}",
-            "clickhouse_database": "meterflow_demo",
-            "recovery_dir": settings.home / "demo-recovery",
-            "tail": False,
-        }
-    )
     print(f"1. local stack (Kafka + schema registry) in {settings.home}")
     stack.up(settings.stack())
-    _reset(settings)
+    settings = runner.fresh_run(settings, "demo")
 
     spec = LoadSpec(count=count, start=live_start(), seed=seed)
     grants = [
@@ -115,16 +103,6 @@ def _replay_check(settings: Settings) -> bool:
     for line in render_text(statement(client, books, customer, period)).splitlines()[-6:]:
         print(f"   {line}")
     return exact
-
-
-def _reset(settings: Settings) -> None:
-    """A fresh topic, database and recovery store, so a second demo run starts clean."""
-    stack.create_topics(settings.kafka_bootstrap, settings.stack().topics)
-    client = clickhouse_connect.get_client(dsn=settings.clickhouse_dsn)
-    client.command(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
-    client.close()
-    if settings.recovery_dir is not None:
-        shutil.rmtree(settings.recovery_dir, ignore_errors=True)
 
 
 def _checks(summary: UsageSummary, manifest: Manifest) -> list[tuple[str, bool]]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import shutil
+from datetime import UTC, datetime, timedelta
 
+import clickhouse_connect
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from confluent_kafka import Consumer, TopicPartition
@@ -12,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 from flows import metrics
 from flows.dataflow import build_flow
 from flows.settings import Settings
+from infra import stack
 from sinks.clickhouse import connect
 from sinks.reconcile import Reconciliation, reconcile
 from sinks.writer import OnFlush
@@ -72,3 +75,24 @@ def reconcile_topic(settings: Settings) -> Reconciliation:
     return reconcile(
         client, settings.usage_topic, end_offsets(settings.kafka_bootstrap, settings.usage_topic)
     )
+
+
+def fresh_run(settings: Settings, name: str) -> Settings:
+    """Settings for a bounded run on new topics, an empty database and a new recovery
+    store, all named after `name`: how the demo and the benchmarks start clean."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    fresh = settings.model_copy(
+        update={
+            "usage_topic": f"usage-events-{name}-{stamp}",
+            "credit_grants_topic": f"credit-grants-{name}-{stamp}",
+            "clickhouse_database": f"meterflow_{name}",
+            "recovery_dir": settings.home / f"recovery-{name}",
+            "tail": False,
+        }
+    )
+    stack.create_topics(fresh.kafka_bootstrap, fresh.stack().topics)
+    client = clickhouse_connect.get_client(dsn=fresh.clickhouse_dsn)
+    client.command(f"DROP DATABASE IF EXISTS {fresh.clickhouse_database}")
+    client.close()
+    shutil.rmtree(fresh.home / f"recovery-{name}", ignore_errors=True)
+    return fresh
