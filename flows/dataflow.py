@@ -14,8 +14,10 @@ import json
 import os
 import pickle
 from base64 import b64encode
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
@@ -151,9 +153,15 @@ def build_flow(
     )
     op.output("clickhouse", rows, sink)
     brokers = [settings.kafka_bootstrap]
-    dead = op.flat_map("dead_letter_messages", rows, lambda kb: _dead_letter_messages(kb[1]))
+    dead = op.flat_map(
+        "dead_letter_messages",
+        rows,
+        lambda kb: _messages(kb[1], DEAD_LETTERS, _source_key),
+    )
     op.output("dead_letter_topic", dead, KafkaSink(brokers, settings.dead_letter_topic))
-    alerts = op.flat_map("alert_messages", metered, lambda kb: _alert_messages(kb[1]))
+    alerts = op.flat_map(
+        "alert_messages", metered, lambda kb: _messages(kb[1], ALERTS, _customer_key)
+    )
     op.output("alerts_topic", alerts, KafkaSink(brokers, settings.alerts_topic))
     return flow
 
@@ -174,23 +182,26 @@ def _reasons(batch: SinkBatch) -> dict[str, int]:
     return reasons
 
 
-def _dead_letter_messages(batch: SinkBatch) -> list[KafkaSinkMessage[bytes, bytes]]:
-    """Dead letters as JSON on their topic, keyed by Kafka coordinates (consumers dedupe on it)."""
-    columns = TABLES[DEAD_LETTERS]
-    messages = []
-    for row in batch.tables.get(DEAD_LETTERS, []):
-        record = dict(zip(columns, row, strict=True))
-        record["payload"] = b64encode(record["payload"]).decode()
-        key = f"{record['topic']}/{record['partition']}/{record['offset']}"
-        messages.append(KafkaSinkMessage(key.encode(), json.dumps(record, default=str).encode()))
-    return messages
+def _messages(
+    batch: SinkBatch, table: str, key: Callable[[dict[str, Any]], str]
+) -> list[KafkaSinkMessage[bytes, bytes]]:
+    """A table's rows of the batch as JSON messages; bytes as base64, the rest as text."""
+    columns = TABLES[table]
+    records = [dict(zip(columns, row, strict=True)) for row in batch.tables.get(table, [])]
+    return [
+        KafkaSinkMessage(key(r).encode(), json.dumps(r, default=_json_text).encode())
+        for r in records
+    ]
 
 
-def _alert_messages(batch: SinkBatch) -> list[KafkaSinkMessage[bytes, bytes]]:
-    columns = TABLES[ALERTS]
-    messages = []
-    for row in batch.tables.get(ALERTS, []):
-        record = dict(zip(columns, row, strict=True))
-        key = str(record["customer_id"]).encode()
-        messages.append(KafkaSinkMessage(key, json.dumps(record, default=str).encode()))
-    return messages
+def _source_key(record: dict[str, Any]) -> str:
+    """Dead letters are keyed by where they were read, which consumers dedupe on."""
+    return f"{record['topic']}/{record['partition']}/{record['offset']}"
+
+
+def _customer_key(record: dict[str, Any]) -> str:
+    return str(record["customer_id"])
+
+
+def _json_text(value: object) -> str:
+    return b64encode(value).decode() if isinstance(value, bytes) else str(value)
