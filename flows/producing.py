@@ -10,10 +10,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from flows.settings import Settings
 from schemas.event import Rejection
-from schemas.jsonform import parse_line
+from schemas.jsonform import event_from_line, line_problem, to_record
 from schemas.producer import UsageProducer
 from schemas.serde import Encoder
-from schemas.validation import TimeBounds, utc_now, validate
+from schemas.validation import TimeBounds, utc_now
 
 
 def open_producer(settings: Settings) -> UsageProducer:
@@ -28,15 +28,12 @@ def produce_jsonl(settings: Settings, path: Path | None) -> int:
     bad = 0
     with producer:
         for number, line in _lines(path):
-            record = parse_line(line)
-            outcome = (
-                record if isinstance(record, Rejection) else validate(record, utc_now(), bounds)
-            )
+            outcome = event_from_line(line, utc_now(), bounds)
             if isinstance(outcome, Rejection):
                 bad += 1
-                print(f"line {number}: {outcome.reason}: {outcome.detail}", file=sys.stderr)
+                print(line_problem(number, outcome), file=sys.stderr)
                 continue
-            producer.send(record)  # type: ignore[arg-type]
+            producer.send(to_record(outcome))
     report = producer.report
     print(
         f"sent {report.delivered} events to {settings.usage_topic}, skipped {bad} bad lines, "

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas.event import Rejection, RejectReason, UsageEvent
+from schemas.validation import TimeBounds, validate
 
 
 def parse_line(line: str) -> dict[str, Any] | Rejection:
@@ -31,6 +32,17 @@ def parse_line(line: str) -> dict[str, Any] | Rejection:
     elif stamp is not None:
         return Rejection(RejectReason.INVALID_FIELD, "'timestamp' must be an RFC 3339 string")
     return record
+
+
+def event_from_line(line: str, now: datetime, bounds: TimeBounds) -> UsageEvent | Rejection:
+    """One JSON line checked against the contract, as `meterflow produce` and `rate` read it."""
+    record = parse_line(line)
+    return record if isinstance(record, Rejection) else validate(record, now, bounds)
+
+
+def line_problem(number: int, rejection: Rejection) -> str:
+    """How a bad line of a JSON-lines file is reported."""
+    return f"line {number}: {rejection.reason.value}: {rejection.detail}"
 
 
 def to_record(event: UsageEvent) -> dict[str, Any]:

@@ -2,13 +2,17 @@
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from flows.producing import produce_jsonl
+from flows.settings import Settings
 from infra import stack
 from schemas.event import Rejection, RejectReason
+from schemas.jsonform import dump_line
 from schemas.producer import UsageProducer
 from schemas.serde import Decoder, Encoder, frame, parsed_schema
 
@@ -100,3 +104,22 @@ def test_events_produced_before_a_restart_decode_after_it(
 
     fresh = Decoder(SchemaRegistryClient({"url": settings_registry_url}))
     assert [fresh.decode(v) for v in consume_all(kafka_bootstrap, topic, 1)] == [RECORD]
+
+
+def test_produce_sends_good_lines_and_reports_bad_ones_by_number(
+    settings: Settings,
+    kafka_bootstrap: str,
+    topic_factory: Callable[[int], str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    topic = topic_factory(1)
+    good = dump_line(RECORD | {"timestamp": datetime.now(UTC)})
+    bad = dump_line(RECORD | {"event_id": "evt-2", "quantities": {"input_tokens": -5}})
+    lines = tmp_path / "events.jsonl"
+    lines.write_text(f"{good}\n{bad}\nnot json\n")
+
+    assert produce_jsonl(settings.model_copy(update={"usage_topic": topic}), lines) == 0
+    err = capsys.readouterr().err
+    assert "line 2: negative_quantity" in err and "line 3: malformed_json" in err
+    assert len(consume_all(kafka_bootstrap, topic, 1)) == 1

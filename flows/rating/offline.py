@@ -30,7 +30,7 @@ from flows.rating.loading import CatalogueError
 from flows.rating.money import ZERO, to_cents
 from flows.rating.state import RatingState
 from schemas.event import Rejection
-from schemas.jsonform import parse_line
+from schemas.jsonform import line_problem, parse_line
 from schemas.validation import TimeBounds, utc_now, validate
 
 _COLUMNS = ("lines", "amount", "discount", "credits", "billable", "fees", "due", "cost", "margin")
@@ -119,7 +119,7 @@ def _rate_lines(
                     periods.add((line.customer_id, line.period_start))
         if problem is not None:
             bad += 1
-            print(f"line {number}: {problem.reason.value}: {problem.detail}", file=err)
+            print(line_problem(number, problem), file=err)
     for customer_id, period_start in sorted(periods):
         for fee in engine.period_fees(customer_id, period_start):
             totals[customer_id].fees += fee.amount
