@@ -53,7 +53,7 @@ from flows.rating.engine import RatingEngine
 from flows.rating.money import to_cents
 from flows.rating.totals import Totals
 from flows.settings import Settings
-from flows.statement import format_table
+from flows.text_table import format_table
 from schemas.event import EPOCH, Rejection, UsageEvent, to_micros
 from schemas.eventlog import read_event_log
 from schemas.serde import Decoder

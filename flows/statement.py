@@ -43,6 +43,7 @@ from flows.rating.money import CONTEXT, ZERO, fmt, q18, to_cents
 from flows.rating.periods import overlap
 from flows.rating.tiers import PER_UNITS
 from flows.rating.totals import Totals
+from flows.text_table import format_table
 from schemas.event import from_micros, to_micros
 
 _QUOTED_PER = {"llm.tokens": "million", "gpu.time": "hour", "api.call": "thousand"}
@@ -241,18 +242,6 @@ def _overages(
                 sum(q for q, _ in pooled),
                 sum((a for _, a in pooled), ZERO),
             )
-
-
-def format_table(rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
-    """Rows as aligned columns: the first `left` columns flush left, the rest right."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(
-            cell.ljust(width) if i < left else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in rows
-    ]
 
 
 def render_text(s: Statement) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,10 +24,11 @@ from flows.rating.alerts import Alert
 from flows.rating.books import CATALOGUE, load_books
 from flows.rating.credits import parse_grant
 from flows.rating.engine import RatingEngine
-from flows.rating.lines import RatedLine
 from flows.rating.loading import CatalogueError
 from flows.rating.money import ZERO, to_cents
 from flows.rating.state import RatingState
+from flows.rating.totals import Totals
+from flows.text_table import format_table
 from schemas.event import Rejection
 from schemas.jsonform import line_problem, parse_line
 from schemas.validation import TimeBounds, utc_now, validate
@@ -36,31 +36,10 @@ from schemas.validation import TimeBounds, utc_now, validate
 _COLUMNS = ("lines", "amount", "discount", "credits", "billable", "fees", "due", "cost", "margin")
 
 
-@dataclass(slots=True)
-class _Totals:
-    lines: int = 0
-    amount: Decimal = ZERO
-    discount: Decimal = ZERO
-    credits: Decimal = ZERO
-    billable: Decimal = ZERO
-    fees: Decimal = ZERO
-    cost: Decimal = ZERO
-    margin: Decimal = ZERO
-
-    def add(self, line: RatedLine) -> None:
-        self.lines += 1
-        self.amount += line.amount
-        self.discount += line.discount
-        self.credits += line.credits_applied
-        self.billable += line.billable_amount
-        self.cost += line.cost
-        self.margin += line.margin
-
-    def cells(self) -> list[str]:
-        money = (self.amount, self.discount, self.credits, self.billable, self.fees)
-        due = self.billable + self.fees
-        rest = (due, self.cost, self.margin)
-        return [str(self.lines), *(str(to_cents(m)) for m in (*money, *rest))]
+def _cells(totals: Totals, fees: Decimal) -> list[str]:
+    money = (totals.amount, totals.discount, totals.credits, totals.billable, fees)
+    rest = (totals.billable + fees, totals.cost, totals.margin)
+    return [str(totals.events), *(str(to_cents(m)) for m in (*money, *rest))]
 
 
 def rate_file(
@@ -78,20 +57,21 @@ def rate_file(
         return 2
     try:
         with Path(events_path).open(encoding="utf-8") as source:
-            totals, alerts, bad = _rate_lines(engine, source, out, err)
+            totals, fees, alerts, bad = _rate_lines(engine, source, out, err)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text ({exc.reason})"
         print(f"error: {events_path}: cannot read: {reason or exc}", file=err)
         return 2
-    _summary(engine, totals, alerts, bad, err)
+    _summary(engine, totals, fees, alerts, bad, err)
     return 1 if bad else 0
 
 
 def _rate_lines(
     engine: RatingEngine, source: Iterable[str], out: TextIO, err: TextIO
-) -> tuple[dict[str, _Totals], list[Alert], int]:
+) -> tuple[dict[str, Totals], dict[str, Decimal], list[Alert], int]:
     state, now, bounds = RatingState(), utc_now(), TimeBounds(max_age=None)
-    totals: dict[str, _Totals] = {}
+    totals: dict[str, Totals] = {}
+    fees: dict[str, Decimal] = {}
     periods: set[tuple[str, datetime]] = set()
     alerts: list[Alert] = []
     bad = 0
@@ -115,19 +95,26 @@ def _rate_lines(
                 alerts += result.alerts
                 for line in result.lines:
                     out.write(line.to_json() + "\n")
-                    totals.setdefault(line.customer_id, _Totals()).add(line)
+                    totals[line.customer_id] = totals.get(line.customer_id, Totals()) + Totals.of(
+                        line
+                    )
                     periods.add((line.customer_id, line.period_start))
         if problem is not None:
             bad += 1
             print(line_problem(number, problem), file=err)
     for customer_id, period_start in sorted(periods):
         for fee in engine.period_fees(customer_id, period_start):
-            totals[customer_id].fees += fee.amount
-    return totals, alerts, bad
+            fees[customer_id] = fees.get(customer_id, ZERO) + fee.amount
+    return totals, fees, alerts, bad
 
 
 def _summary(
-    engine: RatingEngine, totals: dict[str, _Totals], alerts: list[Alert], bad: int, err: TextIO
+    engine: RatingEngine,
+    totals: dict[str, Totals],
+    fees: dict[str, Decimal],
+    alerts: list[Alert],
+    bad: int,
+    err: TextIO,
 ) -> None:
     for alert in alerts:
         print(
@@ -135,28 +122,11 @@ def _summary(
             f"value {to_cents(alert.value)} at {alert.at.isoformat()}",
             file=err,
         )
+    overall = sum(totals.values(), Totals())
     rows = [["customer", *_COLUMNS]]
-    rows += [[customer, *t.cells()] for customer, t in sorted(totals.items())]
-    overall = _Totals()
-    for t in totals.values():
-        for name in (
-            "lines",
-            "amount",
-            "discount",
-            "credits",
-            "billable",
-            "fees",
-            "cost",
-            "margin",
-        ):
-            setattr(overall, name, getattr(overall, name) + getattr(t, name))
-    rows.append(["total", *overall.cells()])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    rows += [[c, *_cells(t, fees.get(c, ZERO))] for c, t in sorted(totals.items())]
+    rows.append(["total", *_cells(overall, sum(fees.values(), ZERO))])
     print(f"summary ({engine.currency}, rounded to cents):", file=err)
-    for row in rows:
-        cells = [
-            row[0].ljust(widths[0]),
-            *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)),
-        ]
-        print("  ".join(cells), file=err)
-    print(f"{overall.lines} lines rated, {bad} lines rejected, {len(alerts)} alerts", file=err)
+    for line in format_table(rows):
+        print(line, file=err)
+    print(f"{overall.events} lines rated, {bad} lines rejected, {len(alerts)} alerts", file=err)

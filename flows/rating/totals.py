@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from flows.rating.lines import RatedLine
 from flows.rating.money import ZERO
 
 
@@ -18,6 +19,19 @@ class Totals:
     credits: Decimal = ZERO
     billable: Decimal = ZERO
     cost: Decimal = ZERO
+    margin: Decimal = ZERO
+
+    @classmethod
+    def of(cls, line: RatedLine) -> Totals:
+        return cls(
+            1,
+            line.amount,
+            line.discount,
+            line.credits_applied,
+            line.billable_amount,
+            line.cost,
+            line.margin,
+        )
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(
@@ -27,4 +41,5 @@ class Totals:
             self.credits + other.credits,
             self.billable + other.billable,
             self.cost + other.cost,
+            self.margin + other.margin,
         )
