@@ -95,9 +95,8 @@ def _rate_lines(
                 alerts += result.alerts
                 for line in result.lines:
                     out.write(line.to_json() + "\n")
-                    totals[line.customer_id] = totals.get(line.customer_id, Totals()) + Totals.of(
-                        line
-                    )
+                    so_far = totals.get(line.customer_id, Totals())
+                    totals[line.customer_id] = so_far + Totals.of(line)
                     periods.add((line.customer_id, line.period_start))
         if problem is not None:
             bad += 1
