@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from flows.decode import Consumed, ConsumedGrant, dead_letter_row
-from flows.dedupe import DedupeWindow, Verdict
+from flows.dedupe import BUCKET_US, DedupeWindow, Verdict
 from flows.rating.alerts import Alert
 from flows.rating.credits import CreditExpiry
 from flows.rating.engine import RatingEngine
@@ -42,6 +42,8 @@ class ShardState:
     dedupe: DedupeWindow
     rating: RatingState = field(default_factory=RatingState)
     positions: Counter[str] = field(default_factory=Counter)
+    forgotten_hour: int = -1
+    """The hour of event time at which closed periods were last forgotten."""
 
 
 @dataclass
@@ -87,10 +89,25 @@ class ShardMeter:
             else:
                 usage.append(item)
         self._usage(state, usage, out, report, received_at)
+        self._forget_closed_periods(state)
         now = from_micros(state.dedupe.max_event_us)
         for expiry in self.engine.expire(state.rating, now):
             out.add(CREDIT_EXPIRIES, (shard, self._next(state, CREDIT_EXPIRIES), *_expiry(expiry)))
         return out, report
+
+    def _forget_closed_periods(self, state: ShardState) -> None:
+        """Drop rating accumulators of periods that ended beyond the dedupe horizon: any
+        event of theirs would be dead-lettered, so they can change no more. Once an hour
+        of event time, since it walks the whole rating state."""
+        window = state.dedupe
+        hour = window.max_event_us // BUCKET_US
+        if window.max_event_us == 0 or hour == state.forgotten_hour:
+            return
+        state.forgotten_hour = hour
+        edge_us = window.max_event_us - window.horizon_us
+        for customer_id, customer in state.rating.customers.items():
+            start_us, _ = self.engine.period_bounds(customer_id, edge_us)
+            customer.forget_before(start_us)
 
     def _usage(
         self,

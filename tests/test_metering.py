@@ -108,3 +108,19 @@ def test_a_grant_pays_for_the_usage_after_it_and_a_bad_grant_is_dead_lettered() 
     assert column(CREDIT_GRANTS, "grant_id", out.tables[CREDIT_GRANTS]) == ["g1"]
     assert column(DEAD_LETTERS, "reason", out.tables[DEAD_LETTERS]) == ["unknown_customer"]
     assert report.grants == 1
+
+
+def test_accumulators_of_periods_past_the_horizon_are_forgotten_and_later_rating_holds() -> None:
+    shard_meter = ShardMeter(RatingEngine(load_books()), allowed_lateness_us=HOUR_US // 6)
+    state = ShardState(DedupeWindow(24 * HOUR_US))
+    november, december = datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 12, 5, tzinfo=UTC)
+    shard_meter.meter("s", state, consumed([event("nov", november)]), NOW)
+    periods = {key[0] for key in state.rating.customers["cust-0001"].usage}
+    assert len(periods) == 1
+
+    first, _ = shard_meter.meter("s", state, consumed([event("dec-1", december)]), NOW)
+    fresh = ShardState(DedupeWindow(24 * HOUR_US))
+    alone, _ = shard_meter.meter("s", fresh, consumed([event("dec-1", december)]), NOW)
+    assert {key[0] for key in state.rating.customers["cust-0001"].usage}.isdisjoint(periods)
+    amount = TABLES[RATED_USAGE].index("amount")
+    assert first.tables[RATED_USAGE][0][amount] == alone.tables[RATED_USAGE][0][amount]
