@@ -98,13 +98,14 @@ class ShardMeter:
     def _forget_closed_periods(self, state: ShardState) -> None:
         """Drop rating accumulators of periods that ended beyond the dedupe horizon: any
         event of theirs would be dead-lettered, so they can change no more. Once an hour
-        of event time, since it walks the whole rating state."""
+        of event time, since it walks the whole rating state; never for a horizon reaching
+        back before 1970 (replays keep every id)."""
         window = state.dedupe
         hour = window.max_event_us // BUCKET_US
-        if window.max_event_us == 0 or hour == state.forgotten_hour:
+        edge_us = window.max_event_us - window.horizon_us
+        if edge_us <= 0 or hour == state.forgotten_hour:
             return
         state.forgotten_hour = hour
-        edge_us = window.max_event_us - window.horizon_us
         for customer_id, customer in state.rating.customers.items():
             start_us, _ = self.engine.period_bounds(customer_id, edge_us)
             customer.forget_before(start_us)
