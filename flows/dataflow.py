@@ -24,26 +24,25 @@ from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from clickhouse_connect.driver.client import Client
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from flows import metrics
 from flows.decode import (
-    Consumed,
-    ConsumedGrant,
     Parse,
+    ShardInput,
     Shards,
     parse_grant_value,
     split_batch,
     usage_parser,
 )
 from flows.dedupe import DedupeWindow
-from flows.kafka_source import ConsumedBatch, KafkaBatchSource
+from flows.kafka_source import ConsumedBatch, KafkaBatchSource, partitions_of
 from flows.metering import ShardMeter, ShardState
+from flows.ordering import Source
 from flows.rating.books import load_books
 from flows.rating.budgets import current_budgets
 from flows.rating.engine import RatingEngine
 from flows.settings import Settings
-from schemas.serde import Decoder
+from schemas.serde import Decoder, open_registry
 from schemas.validation import TimeBounds
 from sinks.batch import SinkBatch
 from sinks.clickhouse import connect
@@ -51,7 +50,7 @@ from sinks.tables import ALERTS, BUDGET_COLUMNS, CUSTOMER_BUDGETS, DEAD_LETTERS,
 from sinks.writer import ClickHouseSink, OnFlush
 
 Keyed = tuple[str, SinkBatch]
-ShardItems = tuple[str, list[Consumed | ConsumedGrant]]
+ShardItems = tuple[str, ShardInput]
 Decoded = tuple[Keyed, list[tuple[str, ShardItems]]]
 
 
@@ -65,7 +64,14 @@ class _Steps:
 
     @cached_property
     def decoder(self) -> Decoder:
-        return Decoder(SchemaRegistryClient({"url": self.settings.registry_url}))
+        return Decoder(open_registry(self.settings.registry_url), self.settings.registry_url)
+
+    @cached_property
+    def sources(self) -> list[Source]:
+        """Every partition a shard merges: all of the usage and the grants topics."""
+        bootstrap = self.settings.kafka_bootstrap
+        topics = (self.settings.usage_topic, self.settings.credit_grants_topic)
+        return [(t, p) for t in topics for p in partitions_of(bootstrap, t)]
 
     @cached_property
     def meter(self) -> ShardMeter:
@@ -85,7 +91,7 @@ class _Steps:
         metrics.record_consumed(batch.topic, batch.partition, len(batch.records))
         audit, by_shard = split_batch(batch, parse, self.shards)
         metrics.record_rejections(_reasons(audit))
-        return (audit.stream, audit), [(shard, (shard, items)) for shard, items in by_shard.items()]
+        return (audit.stream, audit), [(shard, (shard, part)) for shard, part in by_shard]
 
     def connect_sink(self) -> Client:
         """The sink's client, after publishing the catalogue's budgets for the dashboards."""
@@ -104,6 +110,7 @@ class _Steps:
             state = ShardState(DedupeWindow(horizon_us))
         else:
             state = pickle.loads(resume)
+        state.sequencer.feed_from(self.sources)
         return _MeterLogic(self.meter, state)
 
 
@@ -114,7 +121,12 @@ class _MeterLogic(StatefulBatchLogic[ShardItems, SinkBatch, bytes]):
 
     def on_batch(self, values: list[ShardItems]) -> tuple[list[SinkBatch], bool]:
         shard = values[0][0]
-        items = [item for _, batch in values for item in batch]
+        sequencer = self.state.sequencer
+        for _, part in values:
+            sequencer.offer(part.source, part.items, part.bound_ms)
+        items = sequencer.release()
+        if not items:
+            return [], StatefulBatchLogic.RETAIN
         out, report = self.meter.meter(shard, self.state, items, datetime.now(UTC))
         window = self.state.dedupe
         metrics.record_shard(shard, report, len(window), window.max_event_us)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flows.kafka_source import ConsumedBatch, Record
+from flows.ordering import Source
 from flows.rating.credits import CreditGrant, parse_grant
 from schemas.event import Rejection, RejectReason, UsageEvent
 from schemas.serde import HEADER, Decoder
@@ -33,6 +34,7 @@ class Consumed:
     partition: int
     offset: int
     kafka_timestamp_ms: int
+    order_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +46,24 @@ class ConsumedGrant:
     partition: int
     offset: int
     kafka_timestamp_ms: int
+    order_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInput:
+    """What one consumed batch brings a shard: its records of the shard's customers
+    (perhaps none) and how far their partition has got (`flows.ordering`)."""
+
+    source: Source
+    bound_ms: int
+    items: list[Consumed | ConsumedGrant]
 
 
 Parsed = UsageEvent | CreditGrant | Rejection
 
 
 Parse = Callable[[bytes | None, datetime], Parsed]
-"""A record's value and the clock it arrived by (the whole batch's) to an outcome."""
+"""A record's value and the clock it arrived by (the broker's append time) to an outcome."""
 
 
 class Shards:
@@ -61,10 +74,10 @@ class Shards:
 
     def __init__(self, count: int, topic: str):
         self.count = count
-        self._keys = tuple(f"{topic}/shard-{i:03d}-of-{count}" for i in range(count))
+        self.keys = tuple(f"{topic}/shard-{i:03d}-of-{count}" for i in range(count))
 
     def of(self, customer_id: str) -> str:
-        return self._keys[zlib.crc32(customer_id.encode()) % self.count]
+        return self.keys[zlib.crc32(customer_id.encode()) % self.count]
 
 
 def usage_parser(decoder: Decoder, bounds: TimeBounds) -> Parse:
@@ -92,18 +105,26 @@ def parse_grant_value(value: bytes | None, _now: datetime) -> Parsed:
 
 def split_batch(
     batch: ConsumedBatch, parse: Parse, shards: Shards
-) -> tuple[SinkBatch, dict[str, list[Consumed | ConsumedGrant]]]:
-    """Audit rows and dead letters for the sink; events and grants for their shards.
+) -> tuple[SinkBatch, list[tuple[str, ShardInput]]]:
+    """Audit rows and dead letters for the sink; events and grants for their shards, and
+    the partition's progress for every shard, which all merge this partition.
 
-    Event times are judged against the batch's receive time, the clock a replay of
-    the raw log judges them by too."""
+    Event times are judged against the record's broker append time: it is in the log,
+    so a recovery or a replay judges every record as the first run did."""
     received_at = datetime.fromtimestamp(batch.received_at, UTC)
     audit = SinkBatch(f"{batch.topic}/{batch.partition}")
-    by_shard: dict[str, list[Consumed | ConsumedGrant]] = {}
+    by_shard: dict[str, list[Consumed | ConsumedGrant]] = {key: [] for key in shards.keys}
     for record in batch.records:
-        outcome = parse(record.value, received_at)
+        appended_at = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+        outcome = parse(record.value, appended_at)
         audit.add(RAW_EVENTS, _raw_row(audit.stream, batch, record, outcome, received_at))
-        coordinates = (batch.topic, batch.partition, record.offset, record.timestamp_ms)
+        coordinates = (
+            batch.topic,
+            batch.partition,
+            record.offset,
+            record.timestamp_ms,
+            record.order_ms,
+        )
         item: Consumed | ConsumedGrant
         if isinstance(outcome, Rejection):
             audit.add(
@@ -125,8 +146,11 @@ def split_batch(
             item = ConsumedGrant(outcome, *coordinates)
         else:
             item = Consumed(outcome, *coordinates)
-        by_shard.setdefault(shards.of(outcome.customer_id), []).append(item)
-    return audit, by_shard
+        by_shard[shards.of(outcome.customer_id)].append(item)
+    source = (batch.topic, batch.partition)
+    return audit, [
+        (shard, ShardInput(source, batch.bound_ms, items)) for shard, items in by_shard.items()
+    ]
 
 
 def dead_letter_row(

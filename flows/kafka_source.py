@@ -4,6 +4,14 @@ Bytewax spends several microseconds on every item it moves; carrying a whole
 poll's worth of records in one item keeps that cost per batch. Each Kafka
 partition is a Bytewax partition whose snapshot is the next offset to read, so
 offsets resume together with the rest of the flow's state.
+
+Every record also gets an order key, `order_ms`: the running maximum of the broker's
+append times (LogAppendTime) in its partition, a function of the log alone. Every
+batch says how far its partition has got (`bound_ms`, no later record can have a
+smaller key), and an idle partition says so too, every `_HEARTBEAT`, once the broker
+confirms there is nothing more to read. Shards merge their partitions by these keys
+(`flows.ordering`), so the order a shard rates in never depends on how partitions
+happen to interleave, in a run or in its recovery.
 """
 
 from __future__ import annotations
@@ -15,12 +23,27 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
 
 from flows import metrics
 
 _IDLE_WAIT = timedelta(milliseconds=50)
+_HEARTBEAT = 0.2
+"""Seconds between progress reports of an idle partition."""
+FINAL_MS = 2**62
+"""The bound of a partition that will be read no further in this run."""
+
+
+class TopicMisconfigured(ValueError):
+    """A topic the flow cannot read exactly once as it is configured."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,44 +52,66 @@ class Record:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    """The broker's append time."""
+    order_ms: int
 
 
 @dataclass(frozen=True, slots=True)
 class ConsumedBatch:
-    """Consecutive records of one partition, in offset order."""
+    """Consecutive records of one partition, in offset order (perhaps none), and a lower
+    bound on the order key of every record after them."""
 
     topic: str
     partition: int
     records: list[Record]
     received_at: float
+    bound_ms: int
 
 
-class _BatchPartition(StatefulSourcePartition[ConsumedBatch, int]):
+@dataclass(frozen=True, slots=True)
+class PartitionPosition:
+    """A partition's snapshot: where to read next and the order key reached."""
+
+    offset: int
+    order_ms: int
+
+
+class _BatchPartition(StatefulSourcePartition[ConsumedBatch, PartitionPosition]):
     def __init__(
         self,
         config: dict[str, Any],
         topic: str,
         partition: int,
-        offset: int,
+        position: PartitionPosition | None,
         batch_size: int,
         tail: bool,
         until: float | None,
+        grace_ms: int,
     ):
+        offset = OFFSET_BEGINNING if position is None else position.offset
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._topic = topic
         self._partition = partition
-        self._offset = offset
+        self._offset = 0 if position is None else position.offset
+        self._order_ms = 0 if position is None else position.order_ms
         self._batch_size = batch_size
         self._tail = tail
         self._until = until
+        self._grace_ms = grace_ms
         self._eof = False
+        self._finished = False
+        self._bound_ms = -1
+        self._next_heartbeat = 0.0
         self._awake: datetime | None = None
         self._partition_handle = TopicPartition(topic, partition)
 
     def next_batch(self) -> list[ConsumedBatch]:
-        if self._eof:
+        if self._finished:
             raise StopIteration
+        if self._eof:
+            self._finished = True
+            return [self._batch([], FINAL_MS)]
         messages = self._consumer.consume(self._batch_size, 0.0)
         records = []
         for msg in messages:
@@ -76,34 +121,75 @@ class _BatchPartition(StatefulSourcePartition[ConsumedBatch, int]):
                     self._eof = not self._tail or (self._until or math.inf) <= time.time()
                     continue
                 raise RuntimeError(f"consuming {self._topic}[{self._partition}]: {error}")
+            kind, stamp = msg.timestamp()
+            if kind != TIMESTAMP_LOG_APPEND_TIME:
+                raise RuntimeError(
+                    f"{self._topic}[{self._partition}] offset {msg.offset()} has no broker "
+                    "append time: set message.timestamp.type=LogAppendTime on the topic"
+                )
+            self._order_ms = max(self._order_ms, stamp)
             records.append(
-                Record(cast(int, msg.offset()), msg.key(), msg.value(), msg.timestamp()[1])
+                Record(cast(int, msg.offset()), msg.key(), msg.value(), stamp, self._order_ms)
             )
-        if not records:
-            self._awake = datetime.now(UTC) + _IDLE_WAIT
+        if records:
+            self._awake = None
+            self._offset = records[-1].offset + 1
+            _, high = self._consumer.get_watermark_offsets(self._partition_handle, cached=True)
+            if high >= 0:
+                metrics.record_lag(self._topic, self._partition, high - self._offset)
+            return [self._batch(records, self._order_ms)]
+        self._awake = datetime.now(UTC) + _IDLE_WAIT
+        return self._heartbeat()
+
+    def _heartbeat(self) -> list[ConsumedBatch]:
+        """When the broker says the partition is read to its end, every later record
+        is appended after the question was asked: its key is at least that moment."""
+        if time.monotonic() < self._next_heartbeat:
             return []
-        self._awake = None
-        self._offset = records[-1].offset + 1
-        _, high = self._consumer.get_watermark_offsets(self._partition_handle, cached=True)
-        if high >= 0:
-            metrics.record_lag(self._topic, self._partition, high - self._offset)
-        return [ConsumedBatch(self._topic, self._partition, records, time.time())]
+        self._next_heartbeat = time.monotonic() + _HEARTBEAT
+        asked_ms = int(time.time() * 1000)
+        _, high = self._consumer.get_watermark_offsets(self._partition_handle, timeout=10)
+        if high > self._offset:
+            return []
+        return [self._batch([], max(self._order_ms, asked_ms - self._grace_ms))]
+
+    def _batch(self, records: list[Record], bound_ms: int) -> ConsumedBatch:
+        self._bound_ms = max(self._bound_ms, bound_ms)
+        return ConsumedBatch(self._topic, self._partition, records, time.time(), self._bound_ms)
 
     def next_awake(self) -> datetime | None:
         return self._awake
 
-    def snapshot(self) -> int:
-        return self._offset
+    def snapshot(self) -> PartitionPosition:
+        return PartitionPosition(self._offset, self._order_ms)
 
     def close(self) -> None:
         self._consumer.close()
 
 
-class KafkaBatchSource(FixedPartitionedSource[ConsumedBatch, int]):
+def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """The topic's partitions; the topic must order by broker append time."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    metadata = admin.list_topics(topic, timeout=30).topics[topic]
+    if metadata.error is not None:
+        raise RuntimeError(f"cannot list partitions of {topic!r}: {metadata.error.str()}")
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    config = admin.describe_configs([resource])[resource].result(timeout=30)
+    kind = config["message.timestamp.type"].value
+    if kind != "LogAppendTime":
+        raise TopicMisconfigured(
+            f"topic {topic!r} has message.timestamp.type={kind}; meterflow orders partitions by "
+            "broker append time: set it to LogAppendTime"
+        )
+    return sorted(metadata.partitions)
+
+
+class KafkaBatchSource(FixedPartitionedSource[ConsumedBatch, PartitionPosition]):
     """All partitions of one topic.
 
     `tail=False` stops at the end of the topic (demo, tests); `until`, a Unix time,
     stops at the first end reached after it (benchmarks that produce while running).
+    `grace` allows for the broker's clock running behind this process's.
     """
 
     def __init__(
@@ -113,23 +199,21 @@ class KafkaBatchSource(FixedPartitionedSource[ConsumedBatch, int]):
         batch_size: int = 5000,
         tail: bool = True,
         until: float | None = None,
+        grace: timedelta = timedelta(milliseconds=250),
     ):
         self._bootstrap = bootstrap
         self._topic = topic
         self._batch_size = batch_size
         self._tail = tail
         self._until = until
+        self._grace_ms = grace // timedelta(milliseconds=1)
 
     def list_parts(self) -> list[str]:
-        metadata = AdminClient({"bootstrap.servers": self._bootstrap}).list_topics(
-            self._topic, timeout=30
-        )
-        topic = metadata.topics[self._topic]
-        if topic.error is not None:
-            raise RuntimeError(f"cannot list partitions of {self._topic!r}: {topic.error.str()}")
-        return [str(p) for p in sorted(topic.partitions)]
+        return [str(p) for p in partitions_of(self._bootstrap, self._topic)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _BatchPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: PartitionPosition | None
+    ) -> _BatchPartition:
         config = {
             "bootstrap.servers": self._bootstrap,
             "group.id": f"meterflow-{step_id}",
@@ -138,7 +222,13 @@ class KafkaBatchSource(FixedPartitionedSource[ConsumedBatch, int]):
             "fetch.max.bytes": 64 * 1024 * 1024,
             "queued.min.messages": 200_000,
         }
-        offset = OFFSET_BEGINNING if resume_state is None else resume_state
         return _BatchPartition(
-            config, self._topic, int(for_part), offset, self._batch_size, self._tail, self._until
+            config,
+            self._topic,
+            int(for_part),
+            resume_state,
+            self._batch_size,
+            self._tail,
+            self._until,
+            self._grace_ms,
         )

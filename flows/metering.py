@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from flows.decode import Consumed, ConsumedGrant, dead_letter_row
 from flows.dedupe import BUCKET_US, DedupeWindow, Verdict
+from flows.ordering import Sequencer
 from flows.rating.alerts import Alert
 from flows.rating.credits import CreditExpiry
 from flows.rating.engine import RatingEngine
@@ -41,6 +42,8 @@ class ShardState:
 
     dedupe: DedupeWindow
     rating: RatingState = field(default_factory=RatingState)
+    sequencer: Sequencer[Consumed | ConsumedGrant] = field(default_factory=lambda: Sequencer(()))
+    """Records read but not yet metered: they wait for every partition to pass them."""
     positions: Counter[str] = field(default_factory=Counter)
     forgotten_hour: int = -1
     """The hour of event time at which closed periods were last forgotten."""
@@ -77,23 +80,38 @@ class ShardMeter:
         items: Sequence[Consumed | ConsumedGrant],
         received_at: datetime,
     ) -> tuple[SinkBatch, ShardReport]:
-        """Usage and grants in arrival order: a top-up applies to the usage after it."""
+        """Usage and grants in the shard's order: a grant applies to the usage after it.
+
+        A grant lapses when the watermark (the newest event time less the allowed
+        lateness) passes its expiry, at that event's place in the order, so usage dated
+        before the expiry that arrives within the lateness still draws from it and where
+        batches happen to end changes nothing."""
         out = SinkBatch(shard)
         report = ShardReport()
         usage: list[Consumed] = []
+        lapse_us = state.rating.next_expiry_us()
         for item in items:
             if isinstance(item, ConsumedGrant):
                 self._usage(state, usage, out, report, received_at)
                 usage = []
                 self._grant(state, item, out, report, received_at)
-            else:
-                usage.append(item)
+                lapse_us = state.rating.next_expiry_us()
+                continue
+            watermark_us = to_micros(item.event.timestamp) - self.allowed_lateness_us
+            if watermark_us >= lapse_us:
+                self._usage(state, usage, out, report, received_at)
+                usage = []
+                self._expire(state, out, watermark_us)
+                lapse_us = state.rating.next_expiry_us()
+            usage.append(item)
         self._usage(state, usage, out, report, received_at)
         self._forget_closed_periods(state)
-        now = from_micros(state.dedupe.max_event_us)
-        for expiry in self.engine.expire(state.rating, now):
-            out.add(CREDIT_EXPIRIES, (shard, self._next(state, CREDIT_EXPIRIES), *_expiry(expiry)))
         return out, report
+
+    def _expire(self, state: ShardState, out: SinkBatch, watermark_us: int) -> None:
+        for expiry in self.engine.expire(state.rating, from_micros(watermark_us)):
+            row = (out.stream, self._next(state, CREDIT_EXPIRIES), *_expiry(expiry))
+            out.add(CREDIT_EXPIRIES, row)
 
     def _forget_closed_periods(self, state: ShardState) -> None:
         """Drop rating accumulators of periods that ended beyond the dedupe horizon: any

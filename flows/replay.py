@@ -42,7 +42,6 @@ from typing import Any, Protocol, TextIO, cast
 
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from flows.decode import Consumed, ConsumedGrant
 from flows.dedupe import DedupeWindow
@@ -56,7 +55,7 @@ from flows.settings import Settings
 from flows.text_table import format_table
 from schemas.event import EPOCH, Rejection, UsageEvent, to_micros
 from schemas.eventlog import read_event_log
-from schemas.serde import Decoder
+from schemas.serde import Decoder, open_registry
 from schemas.validation import TimeBounds, validate
 from sinks.batch import Row
 from sinks.clickhouse import connect
@@ -313,7 +312,7 @@ def open_source(
         raise ValueError(f"the time to start from needs a UTC offset: {from_time.isoformat()}")
     if file is not None:
         return FileLog(file)
-    decoder = Decoder(SchemaRegistryClient({"url": settings.registry_url}))
+    decoder = Decoder(open_registry(settings.registry_url), settings.registry_url)
     if topic is not None:
         return KafkaLog(settings.kafka_bootstrap, topic, decoder, from_offset, from_time)
     client = connect(settings.clickhouse_dsn, settings.clickhouse_database)

@@ -59,11 +59,18 @@ def status(config: StackConfig) -> bool:
 
 
 def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    """Create missing topics with their partition counts; existing ones are left as they are."""
+    """Create missing topics with their partition counts; existing ones are left as they are.
+
+    Records carry the broker's append time, which the flow orders partitions by."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=30).topics)
     wanted = [
-        NewTopic(name, num_partitions=partitions, replication_factor=1)
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=1,
+            config={"message.timestamp.type": "LogAppendTime"},
+        )
         for name, partitions in topics.items()
         if name not in existing
     ]

@@ -76,17 +76,16 @@ def run_live(
         for send in sends[start : start + 200]:
             p = zlib.crc32(send.key.encode()) % partitions
             ms = to_micros(send.sent_at) // 1000
-            record = Record(offsets[p], send.key.encode(), encoders.encode(send), ms)
+            record = Record(offsets[p], send.key.encode(), encoders.encode(send), ms, ms)
             pending.setdefault(p, []).append(record)
             offsets[p] += 1
         for p, records in pending.items():
-            audit, by_shard = split_batch(
-                ConsumedBatch(TOPIC, p, records, time.time()), parse, sharding
-            )
+            batch = ConsumedBatch(TOPIC, p, records, time.time(), records[-1].order_ms)
+            audit, by_shard = split_batch(batch, parse, sharding)
             for table, rows in audit.tables.items():
                 tables.setdefault(table, []).extend(rows)
-            for shard, items in by_shard.items():
-                store(shard, items)
+            for shard, part in by_shard:
+                store(shard, part.items)
     for table, rows in tables.items():
         client.insert(table, rows, column_names=TABLES[table])
     return tables
@@ -303,13 +302,16 @@ def test_a_kafka_replay_starts_at_an_offset_or_a_time_and_stops_at_the_end_at_st
                 "quantities": {"images": 1},
                 "properties": {},
             }
-            ms = to_micros(at) // 1000
-            producer.produce(topic, encoder.encode(record), partition=i % 2, timestamp=ms)
+            producer.produce(topic, encoder.encode(record), partition=i % 2)
         producer.flush(30)
 
-    produce(0, 20)
+    produce(0, 12)
+    time.sleep(0.05)
+    twelfth_sent_at = datetime.now(UTC)  # topics carry the broker's append time
+    time.sleep(0.05)
+    produce(12, 8)
     decoder = Decoder(registry_client)
-    by_time = KafkaLog(kafka_bootstrap, topic, decoder, from_time=t0 + timedelta(seconds=12))
+    by_time = KafkaLog(kafka_bootstrap, topic, decoder, from_time=twelfth_sent_at)
     by_offset = KafkaLog(kafka_bootstrap, topic, decoder, from_offset=7)
     produce(20, 10)  # after the end offsets were taken: not part of either replay
 

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from flows.rating.money import ZERO
+from flows.rating.versions import END
 from schemas.event import to_micros
 
 
@@ -109,6 +110,18 @@ class RatingState:
         if found is None:
             found = self.customers[customer_id] = CustomerState()
         return found
+
+    def next_expiry_us(self) -> int:
+        """When the first grant not yet lapsed expires (END when none will)."""
+        return min(
+            (
+                g.end_us
+                for customer in self.customers.values()
+                for g in customer.grants.values()
+                if not g.expired
+            ),
+            default=END,
+        )
 
     def forget_before(self, cutoff: datetime) -> None:
         """Drop the accumulators of periods that started before `cutoff` (closed periods)."""
