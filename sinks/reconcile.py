@@ -4,7 +4,8 @@ The raw event log holds every consumed record; rated usage, duplicates and dead
 letters each name the offset they account for. An offset with no outcome is a
 gap (lost revenue), one with two is a double count, an outcome without a raw
 record is an orphan, and a partition whose log stops short of Kafka's end has
-records not consumed yet.
+records not consumed yet. Each materialized view must also count what its table
+holds: a view short of its table missed an insert.
 """
 
 from __future__ import annotations
@@ -22,6 +23,20 @@ _OUTCOMES = """
     SELECT partition, offset, 'dead_letter' FROM dead_letters WHERE topic = %(topic)s
 """
 
+_VIEWS = {
+    "usage_minute": ("sum(events)", "rated_usage", "count()"),
+    "revenue_daily": ("sum(events)", "rated_usage", "count()"),
+    "spend_minute": ("sum(events)", "rated_usage", "count()"),
+    "alerts_minute": ("sum(alerts)", "alerts", "count()"),
+    "outcomes_minute": (
+        "sum(events)",
+        "(SELECT 1 FROM rated_usage UNION ALL SELECT 1 FROM "
+        "duplicates UNION ALL SELECT 1 FROM dead_letters)",
+        "count()",
+    ),
+}
+"""view -> what it counts, and the same counted in the rows it is made from."""
+
 
 @dataclass
 class Reconciliation:
@@ -33,11 +48,14 @@ class Reconciliation:
     doubles: list[tuple[int, int, list[str]]] = field(default_factory=list)
     orphans: list[tuple[int, int]] = field(default_factory=list)
     behind: dict[int, int] = field(default_factory=dict)
+    views_short: dict[str, int] = field(default_factory=dict)
+    """view -> rows of its table it has not counted (negative: counted twice)."""
 
     @property
     def ok(self) -> bool:
         accounted = sum(self.outcomes.values()) == self.consumed
-        return accounted and not (self.gaps or self.doubles or self.orphans or self.behind)
+        faults = self.gaps or self.doubles or self.orphans or self.behind
+        return accounted and not faults and not any(self.views_short.values())
 
     def lines(self) -> list[str]:
         out = [f"topic {self.topic}: {self.consumed} records consumed"]
@@ -47,6 +65,8 @@ class Reconciliation:
         out.append(f"  double outcomes: {len(self.doubles)} {self.doubles[:5]}")
         out.append(f"  orphan outcomes: {len(self.orphans)} {self.orphans[:5]}")
         out.append(f"  partitions not fully consumed: {self.behind or 'none'}")
+        short = {view: n for view, n in self.views_short.items() if n}
+        out.append(f"  views that differ from their tables: {short or 'none'}")
         out.append(
             "  every consumed offset is accounted for" if self.ok else "  RECONCILIATION FAILED"
         )
@@ -104,4 +124,14 @@ def reconcile(client: Client, topic: str, end_offsets: dict[int, int]) -> Reconc
         next_offset, count = consumed_to.get(partition, (0, 0))
         if next_offset < end or count != next_offset:
             result.behind[partition] = end - count
+    result.views_short = views_short(client)
     return result
+
+
+def views_short(client: Client) -> dict[str, int]:
+    """Per view, how many of its table's rows it has not counted."""
+    short = {}
+    for view, (counted, source, expected) in _VIEWS.items():
+        query = f"SELECT (SELECT {expected} FROM {source}) - (SELECT {counted} FROM {view})"
+        short[view] = int(client.query(query).result_rows[0][0])
+    return short

@@ -1,20 +1,26 @@
-"""The idempotent ClickHouse sink: recovery replays can never insert a row twice.
+"""The exactly-once ClickHouse sink: a crash neither loses a row nor inserts one twice,
+in a table or in any materialized view on it.
 
-Bytewax resumes from the last snapshot and re-emits everything after it. Every
-row carries its (stream, position), and positions grow within a stream across
-epochs, so the rows a replay can repeat are exactly those written past the
-positions recorded in the sink's snapshot: rows at or below those positions
-were flushed before the snapshot, and for the rest the sink asks ClickHouse at
-start which positions exist (as contiguous ranges) and drops those rows when
-they come again. Inserts into the tables, and so the materialized
-views that feed on them, see each row once; totals are exact without FINAL.
+Every row carries its (stream, position), and the shards meter in one order every run
+agrees on (`flows.ordering`), so a recovery replay makes every row after the snapshot
+again, the same row at the same position. A flush is one insert per table. Before it,
+the sink records what the insert holds, the range of positions of each stream, in
+`sink_blocks`, and it inserts with a deduplication token made from that record. After
+a crash the resumed sink reads the blocks recorded past its snapshot and, as the
+replay brings their rows again, inserts each block once more with the same token:
+ClickHouse skips a block it already has, in the table and, with
+`deduplicate_blocks_in_dependent_materialized_views`, in each view on its own, so a
+view that missed a block under a kill gets it then. Rows past the recorded blocks
+are new. Tables remember the tokens of their last 10,000 blocks
+(`non_replicated_deduplication_window`), far more than a snapshot interval makes.
 """
 
 from __future__ import annotations
 
 import time
-from bisect import bisect_right
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from hashlib import blake2b
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.client import Client
@@ -23,51 +29,44 @@ from sinks.batch import Row, SinkBatch
 from sinks.tables import TABLES
 
 Floors = dict[str, dict[str, int]]
-"""table -> stream -> highest position flushed as of the snapshot."""
+"""table -> stream -> highest position known to be in ClickHouse, views included."""
 
 OnFlush = Callable[[dict[str, list[Row]], float], None]
 """Told the rows of each table once they are queryable, and how long the insert took."""
 
+Ranges = dict[str, tuple[int, int]]
+"""stream -> first and last position of a block's rows of that stream."""
 
-class WrittenRanges:
-    """Positions already in ClickHouse past the snapshot, per table and stream."""
+BLOCKS = "sink_blocks"
+_DEDUPLICATE = {"insert_deduplicate": 1, "deduplicate_blocks_in_dependent_materialized_views": 1}
 
-    def __init__(self, ranges: dict[tuple[str, str], list[tuple[int, int]]]):
-        self._starts = {k: [lo for lo, _ in sorted(v)] for k, v in ranges.items()}
-        self._ends = {k: [hi for _, hi in sorted(v)] for k, v in ranges.items()}
 
-    def has(self, table: str, stream: str) -> bool:
-        return (table, stream) in self._starts
+def token(table: str, ranges: Ranges) -> str:
+    """The same block always gets the same token, whichever run inserts it."""
+    text = "|".join(f"{s}:{lo}-{hi}" for s, (lo, hi) in sorted(ranges.items()))
+    return f"{table}:{blake2b(text.encode(), digest_size=16).hexdigest()}"
 
-    def __contains__(self, key: tuple[str, str, int]) -> bool:
-        table, stream, position = key
-        starts = self._starts.get((table, stream))
-        if not starts:
-            return False
-        i = bisect_right(starts, position) - 1
-        return i >= 0 and position <= self._ends[(table, stream)][i]
 
-    @classmethod
-    def query(cls, client: Client, floors: Floors) -> WrittenRanges:
-        ranges: dict[tuple[str, str], list[tuple[int, int]]] = {}
-        for table in TABLES:
-            known = floors.get(table, {})
-            result = client.query(
-                f"""
-                SELECT stream, min(position), max(position)
-                FROM (
-                    SELECT stream, position,
-                        position - row_number() OVER (PARTITION BY stream ORDER BY position) AS run
-                    FROM {table}
-                    WHERE toInt64(position) > transform(stream, %(streams)s, %(floors)s, -1)
-                )
-                GROUP BY stream, run
-                """,
-                parameters={"streams": list(known), "floors": list(known.values())},
-            )
-            for stream, lo, hi in result.result_rows:
-                ranges.setdefault((table, stream), []).append((lo, hi))
-        return cls(ranges)
+@dataclass
+class _Block:
+    """A recorded insert that a crash may have cut short, filled again by the replay."""
+
+    table: str
+    ranges: Ranges
+    rows: dict[str, list[Row]] = field(default_factory=dict)
+    filled: set[str] = field(default_factory=set)
+
+    def take(self, stream: str, rows: list[Row]) -> list[Row]:
+        """Keep this stream's rows of the block; return the rows after it."""
+        _, last = self.ranges[stream]
+        mine = [r for r in rows if r[1] <= last]
+        self.rows.setdefault(stream, []).extend(mine)
+        if len(mine) < len(rows) or (mine and mine[-1][1] == last):
+            self.filled.add(stream)
+        return rows[len(mine) :]
+
+    def complete(self) -> bool:
+        return self.filled == self.ranges.keys()
 
 
 class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
@@ -81,11 +80,9 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
     ):
         self._client = client
         self._floors = floors
-        self._resumed_at = {table: dict(streams) for table, streams in floors.items()}
-        self._written = WrittenRanges.query(client, floors)
+        self._redo = _recorded_blocks(client, floors)
         self._buffer: dict[str, list[Row]] = {}
-        self._unflushed: Floors = {}
-        """Highest buffered position per table and stream, for the floors once flushed."""
+        self._ranges: dict[str, Ranges] = {}
         self._buffered = 0
         self._flush_rows = flush_rows
         self._flush_seconds = flush_seconds
@@ -95,47 +92,117 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
     def write_batch(self, values: list[SinkBatch]) -> None:
         for batch in values:
             for table, rows in batch.tables.items():
-                fresh = self._fresh(table, batch.stream, rows)
-                if fresh:
-                    self._buffer.setdefault(table, []).extend(fresh)
-                    self._buffered += len(fresh)
-                    top = self._unflushed.setdefault(table, {})
-                    top[batch.stream] = max(top.get(batch.stream, -1), max(r[1] for r in fresh))
+                rest = self._refill(table, batch.stream, rows)
+                if rest:
+                    self._hold(table, batch.stream, rest)
         if (
             self._buffered >= self._flush_rows
             or time.monotonic() - self._last_flush >= self._flush_seconds
         ):
             self.flush()
 
-    def _fresh(self, table: str, stream: str, rows: list[Row]) -> list[Row]:
-        """The rows not yet in ClickHouse; all of them unless this stream was resumed."""
-        floor = self._resumed_at.get(table, {}).get(stream, -1)
-        if floor < 0 and not self._written.has(table, stream):
-            return rows
-        return [r for r in rows if r[1] > floor and (table, stream, r[1]) not in self._written]
+    def _refill(self, table: str, stream: str, rows: list[Row]) -> list[Row]:
+        """Rows of blocks recorded before a crash go back into those blocks."""
+        pending = self._redo.get((table, stream))
+        while pending and rows:
+            block = pending[0]
+            rows = block.take(stream, rows)
+            if stream in block.filled:
+                pending.pop(0)
+            if block.complete():
+                self._insert(block.table, block.ranges, block.rows)
+        return rows
+
+    def _hold(self, table: str, stream: str, rows: list[Row]) -> None:
+        self._buffer.setdefault(table, []).extend(rows)
+        self._buffered += len(rows)
+        ranges = self._ranges.setdefault(table, {})
+        first = ranges[stream][0] if stream in ranges else rows[0][1]
+        ranges[stream] = (first, rows[-1][1])
 
     def flush(self) -> None:
+        if not self._buffered:
+            self._last_flush = time.monotonic()
+            return
         started = time.monotonic()
+        record = [
+            [table, token(table, ranges), *_columns(ranges)]
+            for table, ranges in self._ranges.items()
+        ]
+        self._client.insert(
+            BLOCKS, record, column_names=["target", "token", "streams", "firsts", "lasts"]
+        )
         for table, rows in self._buffer.items():
-            self._client.insert(table, rows, column_names=TABLES[table])
-        for table, streams in self._unflushed.items():
+            self._client.insert(
+                table,
+                rows,
+                column_names=TABLES[table],
+                settings={
+                    **_DEDUPLICATE,
+                    "insert_deduplication_token": token(table, self._ranges[table]),
+                },
+            )
+        for table, ranges in self._ranges.items():
             floors = self._floors.setdefault(table, {})
-            for stream, top in streams.items():
-                floors[stream] = max(floors.get(stream, -1), top)
-        if self._buffered:
-            self._on_flush(self._buffer, time.monotonic() - started)
-        self._buffer = {}
-        self._unflushed = {}
-        self._buffered = 0
+            for stream, (_, last) in ranges.items():
+                floors[stream] = max(floors.get(stream, -1), last)
+        self._on_flush(self._buffer, time.monotonic() - started)
+        self._buffer, self._ranges, self._buffered = {}, {}, 0
         self._last_flush = time.monotonic()
 
+    def _insert(self, table: str, ranges: Ranges, by_stream: dict[str, list[Row]]) -> None:
+        started = time.monotonic()
+        rows = [row for stream in sorted(by_stream) for row in by_stream[stream]]
+        settings = {**_DEDUPLICATE, "insert_deduplication_token": token(table, ranges)}
+        self._client.insert(table, rows, column_names=TABLES[table], settings=settings)
+        self._on_flush({table: rows}, time.monotonic() - started)
+
     def snapshot(self) -> Floors:
-        """Flush first: a snapshot must never cover rows that exist only in memory."""
+        """Flush first: a snapshot must never cover rows that exist only in memory. A block
+        still being refilled holds its streams' floors below it, so a later resume redoes it."""
         self.flush()
-        return {table: dict(streams) for table, streams in self._floors.items()}
+        floors = {table: dict(streams) for table, streams in self._floors.items()}
+        for (table, stream), pending in self._redo.items():
+            if pending:
+                first, _ = pending[0].ranges[stream]
+                known = floors.setdefault(table, {})
+                known[stream] = min(known.get(stream, -1), first - 1)
+        return floors
 
     def close(self) -> None:
         self.flush()
+
+
+def _columns(ranges: Ranges) -> tuple[list[str], list[int], list[int]]:
+    streams = sorted(ranges)
+    return streams, [ranges[s][0] for s in streams], [ranges[s][1] for s in streams]
+
+
+def _recorded_blocks(client: Client, floors: Floors) -> dict[tuple[str, str], list[_Block]]:
+    """The blocks recorded past the snapshot's floors, each listed under its streams in
+    position order; rows are deterministic, so their order is the order of their ranges."""
+    result = client.query(
+        f"""
+        SELECT target, streams, firsts, lasts FROM {BLOCKS} FINAL
+        WHERE arrayExists(
+            (s, l) -> toInt64(l) > transform(
+                concat(target, '/', s), %(keys)s, %(floors)s, toInt64(-1)), streams, lasts)
+        """,
+        parameters={
+            "keys": [f"{t}/{s}" for t, f in floors.items() for s in f] or [""],
+            "floors": [p for f in floors.values() for p in f.values()] or [-1],
+        },
+    )
+    redo: dict[tuple[str, str], list[_Block]] = {}
+    for table, streams, firsts, lasts in result.result_rows:
+        block = _Block(
+            table, {s: (lo, hi) for s, lo, hi in zip(streams, firsts, lasts, strict=True)}
+        )
+        for stream in streams:
+            redo.setdefault((table, stream), []).append(block)
+    for (_, stream), pending in redo.items():
+        pending.sort(key=lambda b, s=stream: b.ranges[s][0])  # type: ignore[misc]
+    return redo
 
 
 class ClickHouseSink(FixedPartitionedSink[SinkBatch, Floors]):
