@@ -28,7 +28,16 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "down":
         stack.down(config)
         return 0
-    return 0 if stack.status(config) else 3
+    from schemas.serde import RegistryUnavailable, open_registry
+
+    up = stack.status(config)
+    try:
+        open_registry(settings.registry_url)
+    except RegistryUnavailable as exc:
+        print(f"registry URL: {exc}")
+        return 3
+    print(f"registry URL: {settings.registry_url} answers as a schema registry")
+    return 0 if up else 3
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
@@ -71,10 +80,9 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
     from flows.producing import open_producer
     from schemas.loadgen import ALL_MODELS, LoadSpec, live_start, run_loadgen
+    from schemas.serde import open_registry
 
     spec = LoadSpec(
         count=args.count,
@@ -88,7 +96,7 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
         malformed_rate=args.malformed_rate,
         models=tuple(args.models.split(",")) if args.models else ALL_MODELS,
     )
-    registry = SchemaRegistryClient({"url": settings.registry_url})
+    registry = open_registry(settings.registry_url)
     manifest = run_loadgen(spec, open_producer(settings), registry, args.rate, args.manifest)
     print(
         f"sent {manifest.sent_total} records to {settings.usage_topic}: "
@@ -326,11 +334,16 @@ def main(argv: list[str] | None = None) -> int:
     for chatty in ("httpx", "httpx2", "httpcore", "httpcore2"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     func: Callable[[argparse.Namespace, Settings], int] = args.func
+    from schemas.serde import RegistryUnavailable
+
     try:
         return func(args, Settings())
     except ValueError as exc:
         print(f"meterflow {args.command}: {exc}", file=sys.stderr)
         return 2
+    except RegistryUnavailable as exc:
+        print(f"meterflow {args.command}: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

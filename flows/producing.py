@@ -5,20 +5,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from typing import Any
 
 from flows.settings import Settings
 from schemas.event import Rejection
 from schemas.jsonform import event_from_line, line_problem, to_record
 from schemas.producer import UsageProducer
-from schemas.serde import Encoder
+from schemas.serde import Encoder, open_registry
 from schemas.validation import TimeBounds, utc_now
 
 
-def open_producer(settings: Settings) -> UsageProducer:
-    encoder = Encoder(SchemaRegistryClient({"url": settings.registry_url}))
-    return UsageProducer(settings.kafka_bootstrap, settings.usage_topic, encoder)
+def open_producer(settings: Settings, topic: str | None = None, **config: Any) -> UsageProducer:
+    """The idempotent producer on the usage topic (or `topic`); `config` is librdkafka's."""
+    encoder = Encoder(open_registry(settings.registry_url))
+    return UsageProducer(settings.kafka_bootstrap, topic or settings.usage_topic, encoder, **config)
 
 
 def produce_jsonl(settings: Settings, path: Path | None) -> int:

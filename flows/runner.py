@@ -13,8 +13,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from flows import metrics
 from flows.dataflow import build_flow
+from flows.kafka_source import partitions_of
 from flows.settings import Settings
 from infra import stack
+from schemas.serde import open_registry
 from sinks.clickhouse import connect
 from sinks.reconcile import Reconciliation, reconcile
 from sinks.writer import OnFlush
@@ -34,6 +36,7 @@ def run(
 ) -> None:
     """Blocks until the flow ends (at the topic's end when `settings.tail` is false, or at
     the first end after the Unix time `until`)."""
+    preflight(settings)
     recovery = settings.recovery_dir
     assert recovery is not None
     if not recovery.exists():
@@ -56,6 +59,14 @@ def run(
         epoch_interval=timedelta(seconds=settings.snapshot_seconds),
         recovery_config=RecoveryConfig(str(recovery)),
     )
+
+
+def preflight(settings: Settings) -> None:
+    """Fail before starting on what would otherwise stop the flow later: a registry URL
+    that is not a registry, a topic that does not order by broker append time."""
+    open_registry(settings.registry_url)
+    for topic in (settings.usage_topic, settings.credit_grants_topic):
+        partitions_of(settings.kafka_bootstrap, topic)
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
 from collections.abc import Iterable, Mapping
 from functools import cache
@@ -22,10 +23,36 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from schemas.event import Rejection, RejectReason
 
+log = logging.getLogger(__name__)
+
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
 SUBJECT = "usage-events-value"
 LATEST_VERSION = 2
+SCHEMA_NOT_FOUND = (40403, 40400)
+"""The error codes of a registry saying it holds no such id (40403 from Confluent and
+Apicurio, 40400 from confluent-kafka's mock client); any other answer is an outage."""
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry did not answer as a registry: down, slow, or a wrong URL. Never a
+    property of an event, so never a dead letter: the flow stops and resumes later."""
+
+
+def open_registry(url: str, timeout: float = 10.0) -> SchemaRegistryClient:
+    """A registry client whose every call times out, after checking that `url` is the
+    root of a Confluent-compatible API."""
+    client = SchemaRegistryClient({"url": url, "timeout": timeout})
+    try:
+        client.get_subjects()
+    except SchemaRegistryError as exc:
+        raise RegistryUnavailable(
+            f"schema registry {url} answered HTTP {exc.http_status_code} to GET /subjects: "
+            "is it the API root (for Apicurio, ending in /apis/ccompat/v7)?"
+        ) from exc
+    except Exception as exc:  # httpx raises one type per transport failure; all are outages
+        raise RegistryUnavailable(f"schema registry {url} is unreachable: {exc}") from exc
+    return client
 
 
 @cache
@@ -62,13 +89,16 @@ def frame(schema_id: int, schema: Any, record: Mapping[str, Any]) -> bytes:
 class Decoder:
     """Reads any registered writer version into the latest reader schema.
 
-    Writer schemas are fetched by id once and cached, unknown ids included, so a
-    stream of bad ids costs one registry call. A registry that cannot be reached
-    raises: that is an outage to retry, not a property of the event.
+    Writer schemas are fetched by id once and cached, ids the registry says it does
+    not hold included, so a stream of bad ids costs one registry call. Any other
+    failure raises `RegistryUnavailable` and is not cached.
     """
 
-    def __init__(self, client: SchemaRegistryClient, reader_version: int = LATEST_VERSION):
+    def __init__(
+        self, client: SchemaRegistryClient, url: str = "", reader_version: int = LATEST_VERSION
+    ):
         self._client = client
+        self._url = url
         self._reader = parsed_schema(reader_version)
         self._writers: dict[int, Any] = {}
 
@@ -119,11 +149,15 @@ class Decoder:
         try:
             schema = self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:
-            if exc.http_status_code == 404:
+            if exc.error_code in SCHEMA_NOT_FOUND:
                 return Rejection(
                     RejectReason.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the registry"
                 )
-            raise
+            raise self._outage(
+                schema_id, f"answered HTTP {exc.http_status_code} ({exc.error_message})"
+            ) from exc
+        except Exception as exc:  # httpx raises one type per transport failure; all are outages
+            raise self._outage(schema_id, f"did not answer: {exc}") from exc
         if schema.schema_type not in (None, "AVRO"):
             return Rejection(
                 RejectReason.UNKNOWN_SCHEMA_ID,
@@ -147,6 +181,11 @@ class Decoder:
                 f"schema id {schema_id} lacks required field(s) {sorted(missing)}",
             )
         return writer
+
+    def _outage(self, schema_id: int, what: str) -> RegistryUnavailable:
+        message = f"schema registry {self._url} {what} when asked for schema id {schema_id}"
+        log.error("%s; stopping, nothing is dead-lettered for it", message)
+        return RegistryUnavailable(message)
 
 
 def _required_fields(schema: dict[str, Any]) -> set[str]:

@@ -1,6 +1,10 @@
 """The local stack for real: broker, registry, Confluent framing, restarts."""
 
-from collections.abc import Callable
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +18,7 @@ from infra import stack
 from schemas.event import Rejection, RejectReason
 from schemas.jsonform import dump_line
 from schemas.producer import UsageProducer
-from schemas.serde import Decoder, Encoder, frame, parsed_schema
+from schemas.serde import Decoder, Encoder, RegistryUnavailable, frame, open_registry, parsed_schema
 
 pytestmark = pytest.mark.stack
 
@@ -123,3 +127,82 @@ def test_produce_sends_good_lines_and_reports_bad_ones_by_number(
     err = capsys.readouterr().err
     assert "line 2: negative_quantity" in err and "line 3: malformed_json" in err
     assert len(consume_all(kafka_bootstrap, topic, 1)) == 1
+
+
+# A registry that is down, silent, or behind a wrong URL is an outage: the flow stops and
+# names it; nothing is dead-lettered for it and no answer of it is remembered.
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield server.getsockname()[1]
+
+
+def wrong_path(registry_url: str) -> str:
+    return registry_url.removesuffix("/apis/ccompat/v7")
+
+
+def test_a_wrong_path_a_silent_registry_and_a_refused_one_are_named_at_start(
+    settings_registry_url: str, silent_port: int
+) -> None:
+    with pytest.raises(RegistryUnavailable, match=r"answered HTTP 404 .*/apis/ccompat/v7"):
+        open_registry(wrong_path(settings_registry_url))
+    with pytest.raises(RegistryUnavailable, match="unreachable"):
+        open_registry(f"http://127.0.0.1:{silent_port}", timeout=0.5)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = closed.getsockname()[1]
+    with pytest.raises(RegistryUnavailable, match="unreachable"):
+        open_registry(f"http://127.0.0.1:{refused}")
+
+
+def test_an_outage_while_decoding_raises_every_time(
+    registry_client: SchemaRegistryClient, settings_registry_url: str, silent_port: int
+) -> None:
+    payload = Encoder(registry_client).encode(RECORD)
+    url = wrong_path(settings_registry_url)
+    behind_a_wrong_url = Decoder(SchemaRegistryClient({"url": url, "timeout": 2}), url)
+    for _ in range(2):  # not cached: the second call asks again
+        with pytest.raises(RegistryUnavailable, match="HTTP 404"):
+            behind_a_wrong_url.decode(payload)
+    silent = Decoder(
+        SchemaRegistryClient({"url": f"http://127.0.0.1:{silent_port}", "timeout": 0.5})
+    )
+    with pytest.raises(RegistryUnavailable, match="did not answer"):
+        silent.decode(payload)
+
+
+def test_the_flow_with_a_wrong_registry_url_exits_naming_it_and_writes_nothing(
+    settings: Settings,
+    kafka_bootstrap: str,
+    registry_client: SchemaRegistryClient,
+    topic_factory: Callable[[int], str],
+    tmp_path: Path,
+) -> None:
+    topic = topic_factory(2)
+    with UsageProducer(kafka_bootstrap, topic, Encoder(registry_client)) as producer:
+        producer.send(RECORD)
+    env = {
+        **os.environ,
+        "METERFLOW_USAGE_TOPIC": topic,
+        "METERFLOW_REGISTRY_URL": wrong_path(settings.registry_url),
+        "METERFLOW_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'chdb'}",
+        "METERFLOW_RECOVERY_DIR": str(tmp_path / "recovery"),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "--until-end"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 3
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"meterflow run: schema registry {wrong_path(settings.registry_url)} answered HTTP 404 "
+        "to GET /subjects: is it the API root (for Apicurio, ending in /apis/ccompat/v7)?"
+    )
+    assert not (tmp_path / "chdb").exists()
