@@ -9,6 +9,7 @@ Python consumer on this machine, measured in the same run on the same topic.
 from __future__ import annotations
 
 import resource
+import shutil
 import statistics
 import threading
 import time
@@ -20,6 +21,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from flows import metrics, runner
 from flows.dedupe import DedupeWindow
+from flows.faults import FaultSpec, run_faults
 from flows.producing import open_producer
 from flows.settings import Settings
 from infra import stack
@@ -69,6 +71,23 @@ def bench(settings: Settings, count: int) -> None:
     _figure("memory.peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     _figure("memory.dedupe_bytes_per_event_id", _dedupe_bytes_per_id())
     print(f"end_to_end.events_per_second {end_to_end:.0f} ({end_to_end / bare:.2f} of bare)")
+
+
+def bench_faults(settings: Settings, events: int, kills: int) -> int:
+    """The fault test at length, on 6 and 12 partitions; exit 1 if anything was off."""
+    stack.up(settings.stack())
+    clean = True
+    for partitions in (6, 12):
+        spec = FaultSpec(
+            events=events, customers=2_000, partitions=partitions, kills=kills, rate=1_500
+        )
+        workdir = settings.home / f"bench-faults-{partitions}"
+        shutil.rmtree(workdir, ignore_errors=True)
+        report = run_faults(settings, spec, workdir)
+        for name, value in report.figures().items():
+            print(f"faults.partitions_{partitions}.{name} {value}", flush=True)
+        clean = clean and report.clean
+    return 0 if clean else 1
 
 
 def _bare_rate(settings: Settings, registry: SchemaRegistryClient, expected: int) -> float:

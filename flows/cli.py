@@ -230,9 +230,11 @@ def add_source_options(parser: argparse.ArgumentParser, with_file: bool) -> None
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from flows.bench import bench
+    from flows.bench import bench, bench_faults
 
-    bench(settings, args.count)
+    if args.faults:
+        return bench_faults(settings, args.count or 200_000, args.kills)
+    bench(settings, args.count or 100_000)
     return 0
 
 
@@ -301,7 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_statement)
 
     p = sub.add_parser("bench", help="throughput, latency and memory on the local stack")
-    p.add_argument("--count", type=int, default=100_000, help="events in the throughput run")
+    p.add_argument(
+        "--count", type=int, help="events: 100,000 in the throughput run, 200,000 with --faults"
+    )
+    p.add_argument(
+        "--faults",
+        action="store_true",
+        help="SIGKILL the flow under live traffic on 6 and 12 partitions; print what was lost",
+    )
+    p.add_argument("--kills", type=int, default=20, help="with --faults: kills per run")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="run the metering dataflow (recovery on)")

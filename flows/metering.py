@@ -101,17 +101,21 @@ class ShardMeter:
             if watermark_us >= lapse_us:
                 self._usage(state, usage, out, report, received_at)
                 usage = []
-                self._expire(state, out, watermark_us)
+                self._expire(state, out, report, watermark_us)
                 lapse_us = state.rating.next_expiry_us()
             usage.append(item)
         self._usage(state, usage, out, report, received_at)
         self._forget_closed_periods(state)
         return out, report
 
-    def _expire(self, state: ShardState, out: SinkBatch, watermark_us: int) -> None:
-        for expiry in self.engine.expire(state.rating, from_micros(watermark_us)):
+    def _expire(
+        self, state: ShardState, out: SinkBatch, report: ShardReport, watermark_us: int
+    ) -> None:
+        expiries, alerts = self.engine.expire(state.rating, from_micros(watermark_us))
+        for expiry in expiries:
             row = (out.stream, self._next(state, CREDIT_EXPIRIES), *_expiry(expiry))
             out.add(CREDIT_EXPIRIES, row)
+        self._alerts(state, out, report, alerts)
 
     def _forget_closed_periods(self, state: ShardState) -> None:
         """Drop rating accumulators of periods that ended beyond the dedupe horizon: any
@@ -150,9 +154,14 @@ class ShardMeter:
                 self._dead_letter(state, out, report, p.consumed, rejected[key], received_at)
             else:
                 self._rated(state, out, report, p, line, rated_at)
-        for alert in result.alerts:
+        self._alerts(state, out, report, result.alerts)
+
+    def _alerts(
+        self, state: ShardState, out: SinkBatch, report: ShardReport, alerts: list[Alert]
+    ) -> None:
+        for alert in alerts:
             out.add(ALERTS, (out.stream, self._next(state, ALERTS), *_alert_columns(alert)))
-        report.alerts.extend(result.alerts)
+        report.alerts.extend(alerts)
 
     def _grant(
         self,

@@ -4,7 +4,7 @@
     state = RatingState()                      # picklable; snapshot it as it is
     result = engine.rate_batch(state, events)  # lines, rejections, alerts
     engine.apply_grant(state, grant)           # prepaid credits, as they arrive
-    engine.expire(state, now)                  # lapsed grants, one record each
+    engine.expire(state, now)                  # lapsed grants, one record each; alerts
 
 Money is Decimal on a 1e-18 grid; see `flows.rating.money` for the rounding rule.
 """

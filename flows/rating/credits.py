@@ -153,24 +153,43 @@ def credit_alerts(
                         grant.grant_id,
                     )
                 )
-    if terms.low_balance is not None and used:
-        left = balance(customer, ts_us)
-        if left < terms.low_balance * credit_value and customer.low_armed:
-            customer.low_armed = False
-            customer.low_alerts += 1
-            kind = AlertKind.CREDIT_LOW
-            alerts.append(
-                Alert(
-                    alert_id(customer_id, kind, customer.low_alerts),
-                    customer_id,
-                    kind,
-                    terms.low_balance,
-                    q18(left / credit_value),
-                    period_start,
-                    at,
-                )
-            )
+    if used:
+        alerts += low_balance_alert(
+            customer_id, customer, terms, credit_value, ts_us, period_start, at
+        )
     return alerts
+
+
+def low_balance_alert(
+    customer_id: str,
+    customer: CustomerState,
+    terms: CreditTerms,
+    credit_value: Decimal,
+    ts_us: int,
+    period_start: datetime,
+    at: datetime,
+) -> list[Alert]:
+    """The low-balance alert, once until a grant re-arms it: after a draw, or at the
+    expiry that takes the balance under the line."""
+    if terms.low_balance is None or not customer.low_armed:
+        return []
+    left = balance(customer, ts_us)
+    if left >= terms.low_balance * credit_value:
+        return []
+    customer.low_armed = False
+    customer.low_alerts += 1
+    kind = AlertKind.CREDIT_LOW
+    return [
+        Alert(
+            alert_id(customer_id, kind, customer.low_alerts),
+            customer_id,
+            kind,
+            terms.low_balance,
+            q18(left / credit_value),
+            period_start,
+            at,
+        )
+    ]
 
 
 def add_grant(

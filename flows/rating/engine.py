@@ -18,7 +18,15 @@ from flows.rating.alerts import Alert
 from flows.rating.books import Books
 from flows.rating.budgets import spend
 from flows.rating.contracts import ContractVersion, Customer
-from flows.rating.credits import CreditExpiry, CreditGrant, add_grant, credit_alerts, draw, expire
+from flows.rating.credits import (
+    CreditExpiry,
+    CreditGrant,
+    add_grant,
+    credit_alerts,
+    draw,
+    expire,
+    low_balance_alert,
+)
 from flows.rating.lines import Fee, RatedLine, RatingResult
 from flows.rating.money import CONTEXT, STEP, ZERO, fmt, q18, q18_down
 from flows.rating.periods import overlap
@@ -74,15 +82,29 @@ class RatingEngine:
         terms = self._customers[grant.customer_id].terms_at(to_micros(grant.effective_at))
         return q18(grant.credits * self._credit_values.get(terms.tier, ONE))
 
-    def expire(self, state: RatingState, now: datetime) -> list[CreditExpiry]:
-        """Lapse grants whose expiry is at or before `now`; one record per grant, once."""
+    def expire(self, state: RatingState, now: datetime) -> tuple[list[CreditExpiry], list[Alert]]:
+        """Lapse grants whose expiry is at or before `now`, one record per grant, once; a
+        lapse that takes a balance under its low-balance line raises that alert, dated at
+        the expiry, rather than at the next draw."""
         now_us = to_micros(now)
+        expiries: list[CreditExpiry] = []
+        alerts: list[Alert] = []
         with localcontext(CONTEXT):
-            return [
-                record
-                for customer_id, customer in state.customers.items()
-                for record in expire(customer_id, customer, now_us)
-            ]
+            for customer_id, cs in state.customers.items():
+                lapsed = expire(customer_id, cs, now_us)
+                customer = self._customers.get(customer_id)
+                if not lapsed or customer is None:
+                    continue
+                expiries += lapsed
+                at = max(record.expires_at for record in lapsed)
+                at_us = to_micros(at)
+                terms = customer.terms_at(at_us)
+                value = self._credit_values.get(terms.tier, ONE)
+                _, _, period_start = self._period(customer, at_us)
+                alerts += low_balance_alert(
+                    customer_id, cs, terms.credits, value, at_us, period_start, at
+                )
+        return expiries, alerts
 
     def period_fees(self, customer_id: str, period_start: datetime) -> list[Fee]:
         """Base fees of the period starting at `period_start`, prorated per contract version."""

@@ -230,14 +230,19 @@ def test_credit_grant_drawn_to_zero_then_overage_then_top_up(
     ]
     assert second.alerts == []
 
-    expired = engine.expire(state, june_end)
+    expired, low = engine.expire(state, june_end)
+    # The top-up re-armed the low-balance alert; the expiry takes 950 credits to 0: it
+    # alerts at the expiry, not at some later draw.
+    assert [(a.kind.value, a.threshold, a.value, a.at) for a in low] == [
+        ("credit_low", D(200), D(0), june_end)
+    ]
     assert [(e.grant_id, e.credits, e.amount) for e in expired] == [
         ("g1", D(0), D(0)),
         ("g2", D(950), D("9.5")),
     ]
     assert expired[1].to_row()["credits"] == "950"
     assert first.alerts[0].to_row()["value"] == "60"
-    assert engine.expire(state, june_end) == []
+    assert engine.expire(state, june_end) == ([], [])
 
 
 def test_amendment_changes_the_overage_rate_mid_period(

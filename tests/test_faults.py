@@ -1,0 +1,30 @@
+"""SIGKILLs under live traffic, on the conditions production has (see `flows.faults`):
+nothing lost, nothing doubled, no view short, every line as an uninterrupted run's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.faults import FaultSpec, run_faults
+from flows.settings import Settings
+
+pytestmark = pytest.mark.stack
+
+
+def test_ten_sigkills_under_live_traffic_on_six_murmur2_partitions_change_nothing(
+    settings: Settings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    spec = FaultSpec(events=12_000, customers=1_000, partitions=6, kills=10, rate=500)
+    report = run_faults(settings, spec, tmp_path)
+    assert report.kills >= 10
+    assert report.expected == spec.events
+    figures = report.figures()
+    assert {k: figures[k] for k in ("lost", "doubled", "views_short", "lines_differing")} == {
+        "lost": 0,
+        "doubled": 0,
+        "views_short": 0,
+        "lines_differing": 0,
+    }
+    assert report.reconciled and report.clean
