@@ -11,6 +11,7 @@ configuration comes from `flows.settings.Settings`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 from base64 import b64encode
@@ -48,6 +49,8 @@ from sinks.batch import SinkBatch
 from sinks.clickhouse import connect
 from sinks.tables import ALERTS, BUDGET_COLUMNS, CUSTOMER_BUDGETS, DEAD_LETTERS, TABLES
 from sinks.writer import ClickHouseSink, OnFlush
+
+log = logging.getLogger(__name__)
 
 Keyed = tuple[str, SinkBatch]
 ShardItems = tuple[str, ShardInput]
@@ -122,9 +125,15 @@ class _MeterLogic(StatefulBatchLogic[ShardItems, SinkBatch, bytes]):
     def on_batch(self, values: list[ShardItems]) -> tuple[list[SinkBatch], bool]:
         shard = values[0][0]
         sequencer = self.state.sequencer
-        for _, part in values:
-            sequencer.offer(part.source, part.items, part.bound_ms)
+        behind = sum(sequencer.offer(p.source, p.items, p.bound_ms) for _, p in values)
+        if behind:
+            log.warning(
+                "%s: %d records arrived below the frontier; is the broker's clock behind?",
+                shard,
+                behind,
+            )
         items = sequencer.release()
+        metrics.record_order(shard, len(sequencer), behind)
         if not items:
             return [], StatefulBatchLogic.RETAIN
         out, report = self.meter.meter(shard, self.state, items, datetime.now(UTC))

@@ -95,7 +95,8 @@ class ShardMeter:
                 self._usage(state, usage, out, report, received_at)
                 usage = []
                 self._grant(state, item, out, report, received_at)
-                lapse_us = state.rating.next_expiry_us()
+                if item.grant.expires_at is not None:
+                    lapse_us = min(lapse_us, to_micros(item.grant.expires_at))
                 continue
             watermark_us = to_micros(item.event.timestamp) - self.allowed_lateness_us
             if watermark_us >= lapse_us:

@@ -62,6 +62,15 @@ LATENCY = Histogram(
     "From an event's Kafka timestamp to its rated row being queryable in ClickHouse",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
+HELD = Gauge(
+    "meterflow_shard_held_records",
+    "Records read but waiting for every partition to pass them (flows.ordering)",
+    ["shard"],
+)
+ORDER_VIOLATIONS = Counter(
+    "meterflow_order_violations_total",
+    "Records that arrived below their shard's frontier: a partition's bound was wrong",
+)
 ALERTS = Counter("meterflow_alerts_total", "Credit and budget alerts raised", ["kind"])
 
 _RATING_REASONS = frozenset({"unknown_customer", "unknown_model"})
@@ -103,6 +112,11 @@ def record_shard(shard: str, report: ShardReport, dedupe_ids: int, max_event_us:
     DEDUPE_IDS.labels(shard).set(dedupe_ids)
     WATERMARK.labels(shard).set(max_event_us / 1e6)
     WATERMARK_LAG.labels(shard).set(time.time() - max_event_us / 1e6)
+
+
+def record_order(shard: str, held: int, violations: int) -> None:
+    HELD.labels(shard).set(held)
+    ORDER_VIOLATIONS.inc(violations)
 
 
 def queryable_latencies(tables: dict[str, list[Row]]) -> list[float]:

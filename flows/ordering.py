@@ -50,11 +50,20 @@ class Sequencer(Generic[T]):
         """The partitions that feed the shard; none is passed before it has reported."""
         self._rank = {source: rank for rank, source in enumerate(sorted(sources))}
 
-    def offer(self, source: Source, items: Sequence[T], bound_ms: int) -> None:
-        """Records of one partition in offset order, and that partition's new bound."""
+    def offer(self, source: Source, items: Sequence[T], bound_ms: int) -> int:
+        """Records of one partition in offset order, and that partition's new bound.
+
+        Returns how many records came below the frontier: a partition's bound was wrong
+        (a broker clock more than the grace behind this process's), so the one order
+        no longer holds for them. They are metered next, and counted."""
+        behind = 0
         if items:
+            frontier = self.frontier()
+            if items[0].order_ms < frontier:
+                behind = sum(1 for item in items if item.order_ms < frontier)
             self._pending.setdefault(source, deque()).extend(items)
         self._bounds[source] = max(self._bounds.get(source, -1), bound_ms)
+        return behind
 
     def frontier(self) -> int:
         """Every record with a smaller key has been offered."""

@@ -99,3 +99,13 @@ def test_nothing_is_released_before_every_partition_has_reported() -> None:
     sequencer.offer(b, [], 15)
     assert [i.offset for i in sequencer.release()] == [0]
     assert len(sequencer) == 1
+
+
+def test_a_record_below_the_frontier_is_counted_and_still_metered() -> None:
+    a, b = ("usage", 0), ("usage", 1)
+    sequencer: Sequencer[Item] = Sequencer([a, b])
+    sequencer.offer(a, [], 100)
+    assert sequencer.offer(b, [Item(*b, 0, 50)], 200) == 0
+    assert [i.offset for i in sequencer.release()] == [0]
+    assert sequencer.offer(a, [Item(*a, 0, 90), Item(*a, 1, 120)], 120) == 1
+    assert [(i.partition, i.offset) for i in sequencer.release()] == [(0, 0)]
