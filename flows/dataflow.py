@@ -21,7 +21,6 @@ from functools import cached_property
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from clickhouse_connect.driver.client import Client
@@ -48,6 +47,7 @@ from schemas.validation import TimeBounds
 from sinks.batch import SinkBatch
 from sinks.clickhouse import connect
 from sinks.tables import ALERTS, BUDGET_COLUMNS, CUSTOMER_BUDGETS, DEAD_LETTERS, TABLES
+from sinks.topic import CheckedTopicSink
 from sinks.writer import ClickHouseSink, OnFlush
 
 log = logging.getLogger(__name__)
@@ -173,17 +173,17 @@ def build_flow(
         on_flush,
     )
     op.output("clickhouse", rows, sink)
-    brokers = [settings.kafka_bootstrap]
+    bootstrap = settings.kafka_bootstrap
     dead = op.flat_map(
         "dead_letter_messages",
         rows,
         lambda kb: _messages(kb[1], DEAD_LETTERS, _source_key),
     )
-    op.output("dead_letter_topic", dead, KafkaSink(brokers, settings.dead_letter_topic))
+    op.output("dead_letter_topic", dead, CheckedTopicSink(bootstrap, settings.dead_letter_topic))
     alerts = op.flat_map(
         "alert_messages", metered, lambda kb: _messages(kb[1], ALERTS, _customer_key)
     )
-    op.output("alerts_topic", alerts, KafkaSink(brokers, settings.alerts_topic))
+    op.output("alerts_topic", alerts, CheckedTopicSink(bootstrap, settings.alerts_topic))
     return flow
 
 
@@ -205,14 +205,11 @@ def _reasons(batch: SinkBatch) -> dict[str, int]:
 
 def _messages(
     batch: SinkBatch, table: str, key: Callable[[dict[str, Any]], str]
-) -> list[KafkaSinkMessage[bytes, bytes]]:
+) -> list[tuple[bytes, bytes]]:
     """A table's rows of the batch as JSON messages; bytes as base64, the rest as text."""
     columns = TABLES[table]
     records = [dict(zip(columns, row, strict=True)) for row in batch.tables.get(table, [])]
-    return [
-        KafkaSinkMessage(key(r).encode(), json.dumps(r, default=_json_text).encode())
-        for r in records
-    ]
+    return [(key(r).encode(), json.dumps(r, default=_json_text).encode()) for r in records]
 
 
 def _source_key(record: dict[str, Any]) -> str:

@@ -35,6 +35,8 @@ class Consumed:
     offset: int
     kafka_timestamp_ms: int
     order_ms: int = 0
+    fingerprint: int = 0
+    """crc32 of the Avro body as sent: tells a conflicting re-send from a faithful one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,9 @@ def split_batch(
         if isinstance(outcome, CreditGrant):
             item = ConsumedGrant(outcome, *coordinates)
         else:
-            item = Consumed(outcome, *coordinates)
+            item = Consumed(
+                outcome, *coordinates, zlib.crc32(memoryview(record.value or b"")[HEADER.size :])
+            )
         by_shard[shards.of(outcome.customer_id)].append(item)
     source = (batch.topic, batch.partition)
     return audit, [

@@ -26,23 +26,27 @@ class DedupeWindow:
 
     horizon_us: int
     max_event_us: int = 0
-    seen: dict[str, dict[str, int]] = field(default_factory=dict)
+    seen: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
+    """customer -> event id -> (event time, content fingerprint) of the first arrival."""
     buckets: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
 
-    def check(self, customer_id: str, event_id: str, event_us: int) -> Verdict:
+    def check(
+        self, customer_id: str, event_id: str, event_us: int, fingerprint: int = 0
+    ) -> Verdict:
         """Record the id if new; advancing event time forgets buckets past the horizon."""
         if event_us < self.max_event_us - self.horizon_us:
             return Verdict.BEYOND_HORIZON
         ids = self.seen.setdefault(customer_id, {})
         if event_id in ids:
             return Verdict.DUPLICATE
-        ids[event_id] = event_us
+        ids[event_id] = (event_us, fingerprint)
         self.buckets.setdefault(event_us // BUCKET_US, []).append((customer_id, event_id))
         if event_us > self.max_event_us:
             self._advance(event_us)
         return Verdict.FRESH
 
-    def first_seen_us(self, customer_id: str, event_id: str) -> int | None:
+    def first_seen(self, customer_id: str, event_id: str) -> tuple[int, int] | None:
+        """The first arrival's event time and content fingerprint."""
         return self.seen.get(customer_id, {}).get(event_id)
 
     def __len__(self) -> int:

@@ -221,9 +221,12 @@ class ShardMeter:
             event = item.event
             event_us = to_micros(event.timestamp)
             watermark_us = window.max_event_us - self.allowed_lateness_us
-            verdict = window.check(event.customer_id, event.event_id, event_us)
+            verdict = window.check(event.customer_id, event.event_id, event_us, item.fingerprint)
             if verdict is Verdict.DUPLICATE:
-                first = window.first_seen_us(event.customer_id, event.event_id) or event_us
+                first_us, first_fingerprint = window.first_seen(
+                    event.customer_id, event.event_id
+                ) or (event_us, item.fingerprint)
+                conflicting = first_fingerprint != item.fingerprint
                 out.add(
                     DUPLICATES,
                     (
@@ -235,10 +238,13 @@ class ShardMeter:
                         event.event_id,
                         event.customer_id,
                         event.timestamp,
-                        from_micros(first),
+                        from_micros(first_us),
+                        item.fingerprint,
+                        first_fingerprint,
+                        conflicting,
                     ),
                 )
-                report.outcomes["duplicate"] += 1
+                report.outcomes["conflicting_duplicate" if conflicting else "duplicate"] += 1
             elif verdict is Verdict.BEYOND_HORIZON:
                 rejection = Rejection(
                     RejectReason.BEYOND_DEDUPE_HORIZON,

@@ -26,7 +26,8 @@ CONSUMER_LAG = Gauge(
 )
 EVENTS = Counter(
     "meterflow_events_total",
-    "Consumed records by outcome: rated, late, adjustment, duplicate, dead_letter",
+    "Consumed records by outcome: rated, late, adjustment, duplicate, conflicting_duplicate, "
+    "dead_letter",
     ["outcome"],
 )
 DUPLICATES = Counter("meterflow_duplicates_total", "Re-sent events recognised and not rated")
@@ -99,7 +100,7 @@ def record_rejections(reasons: dict[str, int]) -> None:
 def record_shard(shard: str, report: ShardReport, dedupe_ids: int, max_event_us: int) -> None:
     for outcome, count in report.outcomes.items():
         EVENTS.labels(outcome).inc(count)
-    DUPLICATES.inc(report.outcomes["duplicate"])
+    DUPLICATES.inc(report.outcomes["duplicate"] + report.outcomes["conflicting_duplicate"])
     LATE.inc(report.outcomes["late"] + report.outcomes["adjustment"])
     for seconds in report.lateness_seconds:
         LATENESS.observe(seconds)

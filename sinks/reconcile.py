@@ -18,7 +18,8 @@ _OUTCOMES = """
     SELECT partition, offset, multiIf(adjustment, 'adjustment', late, 'late', 'rated') AS outcome
     FROM rated_usage WHERE topic = %(topic)s
     UNION ALL
-    SELECT partition, offset, 'duplicate' FROM duplicates WHERE topic = %(topic)s
+    SELECT partition, offset, if(conflicting, 'conflicting_duplicate', 'duplicate')
+    FROM duplicates WHERE topic = %(topic)s
     UNION ALL
     SELECT partition, offset, 'dead_letter' FROM dead_letters WHERE topic = %(topic)s
 """

@@ -38,7 +38,16 @@ TABLES: dict[str, tuple[str, ...]] = {
         "kafka_timestamp",
         "received_at",
     ),
-    DUPLICATES: (*_SOURCE, "event_id", "customer_id", "timestamp", "first_seen_timestamp"),
+    DUPLICATES: (
+        *_SOURCE,
+        "event_id",
+        "customer_id",
+        "timestamp",
+        "first_seen_timestamp",
+        "fingerprint",
+        "first_fingerprint",
+        "conflicting",
+    ),
     RATED_USAGE: (
         *_SOURCE,
         "event_id",

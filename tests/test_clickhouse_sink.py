@@ -23,7 +23,7 @@ def raw_batch(stream: str, offsets: range) -> SinkBatch:
 def duplicate_batch(stream: str, positions: range) -> SinkBatch:
     batch = SinkBatch(stream)
     for p in positions:
-        batch.add(DUPLICATES, (stream, p, "usage", 0, p, f"e{p}", "c1", T0, T0))
+        batch.add(DUPLICATES, (stream, p, "usage", 0, p, f"e{p}", "c1", T0, T0, 7, 7, False))
     return batch
 
 

@@ -17,7 +17,7 @@ def test_ids_past_the_horizon_are_forgotten_and_old_events_refused() -> None:
     window = DedupeWindow(horizon_us=2 * HOUR)
     window.check("c1", "old", 0)
     window.check("c1", "new", 5 * HOUR)
-    assert window.first_seen_us("c1", "old") is None
+    assert window.first_seen("c1", "old") is None
     assert len(window) == 1
     assert window.check("c1", "old", 0) is Verdict.BEYOND_HORIZON
 

@@ -1,5 +1,6 @@
 """One shard's decisions, without Bytewax or services: every event gets exactly one outcome."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -124,3 +125,67 @@ def test_accumulators_of_periods_past_the_horizon_are_forgotten_and_later_rating
     assert {key[0] for key in state.rating.customers["cust-0001"].usage}.isdisjoint(periods)
     amount = TABLES[RATED_USAGE].index("amount")
     assert first.tables[RATED_USAGE][0][amount] == alone.tables[RATED_USAGE][0][amount]
+
+
+def test_a_conflicting_resend_is_a_duplicate_recorded_with_both_fingerprints() -> None:
+    """The first arrival wins; a re-send whose content differs says so."""
+    first = event("a", NOW - timedelta(minutes=5))
+    bigger = replace(first, quantities={"input_tokens": 1})
+    items = [
+        Consumed(first, "usage", 0, 0, 0, fingerprint=111),
+        Consumed(first, "usage", 0, 1, 0, fingerprint=111),
+        Consumed(bigger, "usage", 0, 2, 0, fingerprint=222),
+    ]
+    state = ShardState(DedupeWindow(24 * HOUR_US))
+    shard_meter = ShardMeter(RatingEngine(load_books()), allowed_lateness_us=HOUR_US // 6)
+    out, report = shard_meter.meter("shard-000", state, items, NOW)
+    rows = out.tables[DUPLICATES]
+    assert column(DUPLICATES, "conflicting", rows) == [False, True]
+    assert column(DUPLICATES, "fingerprint", rows) == [111, 222]
+    assert column(DUPLICATES, "first_fingerprint", rows) == [111, 111]
+    assert (report.outcomes["duplicate"], report.outcomes["conflicting_duplicate"]) == (1, 1)
+    assert column(RATED_USAGE, "quantities", out.tables[RATED_USAGE]) == [first.quantities]
+
+
+def test_a_grant_lapses_when_the_watermark_passes_its_expiry_not_before() -> None:
+    """Lateness 10 minutes. Usage dated a minute before expiry, arriving after usage dated
+    five minutes past it, still draws; the grant lapses at the first event that takes the
+    watermark past the expiry, wherever batches end."""
+    expiry = NOW
+    grant = CreditGrant("g", "cust-0015", Decimal(100_000), NOW - timedelta(hours=2), expiry)
+    sdxl = {"meter": "image.generation", "model": "sdxl", "provider": "stability"}
+
+    def images(event_id: str, at: datetime) -> UsageEvent:
+        return UsageEvent(
+            event_id, at, "cust-0015", mode="realtime", quantities={"images": 1}, **sdxl
+        )
+
+    sends = [
+        images("after", expiry + timedelta(minutes=5)),
+        images("late", expiry - timedelta(minutes=1)),
+        images("past", expiry + timedelta(minutes=11)),
+        images("too-late", expiry - timedelta(minutes=1, seconds=1)),
+    ]
+    items: list[Consumed | ConsumedGrant] = [ConsumedGrant(grant, "grants", 0, 0, 0)]
+    items += [Consumed(e, "usage", 0, i, 0) for i, e in enumerate(sends)]
+    shard_meter = ShardMeter(RatingEngine(load_books()), allowed_lateness_us=HOUR_US // 6)
+    whole = shard_meter.meter("shard-000", ShardState(DedupeWindow(24 * HOUR_US)), items, NOW)[0]
+    split_state = ShardState(DedupeWindow(24 * HOUR_US))
+    halves = [shard_meter.meter("shard-000", split_state, [i], NOW)[0] for i in items]
+    for out in [whole], halves:
+        rated = [row for batch in out for row in batch.tables.get(RATED_USAGE, [])]
+        credits = dict(
+            zip(
+                column(RATED_USAGE, "event_id", rated),
+                column(RATED_USAGE, "credits_applied", rated),
+                strict=True,
+            )
+        )
+        assert credits == {
+            "after": Decimal(0),
+            "late": Decimal("0.05"),
+            "past": Decimal(0),
+            "too-late": Decimal(0),
+        }
+        lapsed = [row for batch in out for row in batch.tables.get("credit_expiries", [])]
+        assert len(lapsed) == 1
