@@ -3,9 +3,10 @@
 A grant is in credits; it is worth `credits x credit_value` in currency, the value of a
 credit on the customer's plan at the grant's effective time (1 where the plan does not
 sell credits, so credits are then currency). Usage draws down the grants in force at
-its event time in arrival order, soonest expiry first; `credits_applied` of a line never
-exceeds what remains, and the rest of the line is billable overage: a balance is never
-negative. A grant that arrives applies at once to the usage that follows.
+its event time, soonest expiry first, in the shard's one order (the order records
+reached Kafka, `flows.ordering`): a grant covers the usage after it, whichever topic the
+flow happens to read first. `credits_applied` of a line never exceeds what remains, and
+the rest of the line is billable overage: a balance is never negative.
 """
 
 from __future__ import annotations
