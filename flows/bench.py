@@ -13,14 +13,12 @@ import shutil
 import statistics
 import threading
 import time
-import tracemalloc
 import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from flows import metrics, runner
-from flows.dedupe import DedupeWindow
 from flows.faults import FaultSpec, run_faults
 from flows.producing import open_producer
 from flows.settings import Settings
@@ -69,7 +67,6 @@ def bench(settings: Settings, count: int) -> None:
         "latency.produce_to_queryable_p99_ms", 1000 * statistics.quantiles(latencies, n=100)[98]
     )
     _figure("memory.peak_rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    _figure("memory.dedupe_bytes_per_event_id", _dedupe_bytes_per_id())
     print(f"end_to_end.events_per_second {end_to_end:.0f} ({end_to_end / bare:.2f} of bare)")
 
 
@@ -137,17 +134,6 @@ def _latencies(settings: Settings, registry: SchemaRegistryClient) -> list[float
     runner.run(settings, until=until, on_flush=on_flush)
     producer.join()
     return latencies
-
-
-def _dedupe_bytes_per_id(ids: int = 200_000) -> float:
-    tracemalloc.start()
-    window = DedupeWindow(horizon_us=24 * 3_600_000_000)
-    before = tracemalloc.get_traced_memory()[0]
-    for i in range(ids):
-        window.check(f"cust-{i % 24:04d}", str(uuid.UUID(int=i)), i * 1000)
-    used = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
-    return used / ids
 
 
 def _figure(name: str, value: float) -> None:

@@ -232,6 +232,11 @@ def add_source_options(parser: argparse.ArgumentParser, with_file: bool) -> None
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from flows.bench import bench, bench_faults
 
+    if args.soak:
+        from flows.soak import bench_soak
+
+        bench_soak(settings, args.held_ids)
+        return 0
     if args.faults:
         return bench_faults(settings, args.count or 200_000, args.kills)
     bench(settings, args.count or 100_000)
@@ -312,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="SIGKILL the flow under live traffic on 6 and 12 partitions; print what was lost",
     )
     p.add_argument("--kills", type=int, default=20, help="with --faults: kills per run")
+    p.add_argument("--soak", action="store_true", help="the shard state at a full dedupe window")
+    p.add_argument(
+        "--held-ids", type=int, default=20_000_000, help="with --soak: ids in the full window"
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="run the metering dataflow (recovery on)")

@@ -110,7 +110,8 @@ class _Steps:
     def build_meter(self, resume: bytes | None) -> _MeterLogic:
         if resume is None:
             horizon_us = self.settings.dedupe_horizon // timedelta(microseconds=1)
-            state = ShardState(DedupeWindow(horizon_us))
+            runs = self.settings.recovery_dir or self.settings.home
+            state = ShardState(DedupeWindow(horizon_us, runs / "dedupe"))
         else:
             state = pickle.loads(resume)
         state.sequencer.feed_from(self.sources)
@@ -142,7 +143,10 @@ class _MeterLogic(StatefulBatchLogic[ShardItems, SinkBatch, bytes]):
         return [out], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        """Pickled now, so later batches cannot change what the snapshot holds."""
+        """Pickled now, so later batches cannot change what the snapshot holds; the
+        dedupe window seals its epoch's ids into a file first, so the snapshot holds
+        only their names (`flows.dedupe`)."""
+        self.state.dedupe.seal()
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -217,16 +217,19 @@ class ShardMeter:
     ) -> list[_Pending]:
         pending = []
         window = state.dedupe
-        for item in items:
+        stamps = [to_micros(item.event.timestamp) for item in items]
+        newest_us = window.max_event_us
+        seen = window.check_batch(
+            [
+                (item.event.customer_id, item.event.event_id, event_us, item.fingerprint)
+                for item, event_us in zip(items, stamps, strict=True)
+            ]
+        )
+        for item, event_us, found in zip(items, stamps, seen, strict=True):
             event = item.event
-            event_us = to_micros(event.timestamp)
-            watermark_us = window.max_event_us - self.allowed_lateness_us
-            verdict = window.check(event.customer_id, event.event_id, event_us, item.fingerprint)
-            if verdict is Verdict.DUPLICATE:
-                first_us, first_fingerprint = window.first_seen(
-                    event.customer_id, event.event_id
-                ) or (event_us, item.fingerprint)
-                conflicting = first_fingerprint != item.fingerprint
+            watermark_us = newest_us - self.allowed_lateness_us
+            if found.verdict is Verdict.DUPLICATE:
+                conflicting = found.first_fingerprint != item.fingerprint
                 out.add(
                     DUPLICATES,
                     (
@@ -238,29 +241,31 @@ class ShardMeter:
                         event.event_id,
                         event.customer_id,
                         event.timestamp,
-                        from_micros(first_us),
+                        from_micros(found.first_us),
                         item.fingerprint,
-                        first_fingerprint,
+                        found.first_fingerprint,
                         conflicting,
                     ),
                 )
                 report.outcomes["conflicting_duplicate" if conflicting else "duplicate"] += 1
-            elif verdict is Verdict.BEYOND_HORIZON:
+            elif found.verdict is Verdict.BEYOND_HORIZON:
                 rejection = Rejection(
                     RejectReason.BEYOND_DEDUPE_HORIZON,
                     f"event time {event.timestamp.isoformat()} is more than the dedupe horizon "
-                    f"behind this shard's newest event, {from_micros(window.max_event_us)}: it "
+                    f"behind this shard's newest event, {from_micros(newest_us)}: it "
                     "cannot be counted exactly once; backfill it through a replay",
                     event.event_id,
                     event.customer_id,
                 )
                 self._dead_letter(state, out, report, item, rejection, received_at)
             else:
-                lateness_us = max(0, window.max_event_us - event_us)
+                lateness_us = max(0, newest_us - event_us)
                 late = event_us < watermark_us
                 if late:
                     report.lateness_seconds.append(lateness_us / 1e6)
                 pending.append(_Pending(item, late, lateness_us // 1000, watermark_us))
+            if found.verdict is Verdict.FRESH:
+                newest_us = max(newest_us, event_us)
         return pending
 
     def _rated(
