@@ -39,8 +39,9 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6") if os.name == 
 _KEY = np.dtype("S16")
 _MERGE_RATIO = 2
 """Merge the two newest runs while the older is at most this many times the newer."""
-_KEEP_SEALS = 4
-"""Seals a retired run's file outlives it: recovery resumes from one of the last epochs."""
+_KEEP_SEALS = 30
+"""Seals a retired run's file outlives it (a minute at the default epoch): recovery
+resumes from one of the last epochs, whose snapshots may still name it."""
 
 
 class Verdict(Enum):
