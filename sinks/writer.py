@@ -12,7 +12,9 @@ ClickHouse skips a block it already has, in the table and, with
 `deduplicate_blocks_in_dependent_materialized_views`, in each view on its own, so a
 view that missed a block under a kill gets it then. Rows past the recorded blocks
 are new. Tables remember the tokens of their last 10,000 blocks
-(`non_replicated_deduplication_window`), far more than a snapshot interval makes.
+(`non_replicated_deduplication_window`), far more than a snapshot interval makes;
+a flow whose recovery store is lost while its database is kept would re-insert blocks
+older than that, so a recovery store lives as long as its database.
 """
 
 from __future__ import annotations

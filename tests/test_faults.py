@@ -28,3 +28,13 @@ def test_ten_sigkills_under_live_traffic_on_six_murmur2_partitions_change_nothin
         "lines_differing": 0,
     }
     assert report.reconciled and report.clean
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_sigkills_on_one_and_three_partitions_change_nothing(
+    settings: Settings, kafka_bootstrap: str, tmp_path: Path, partitions: int
+) -> None:
+    spec = FaultSpec(events=4_000, customers=1_000, partitions=partitions, kills=5, rate=500)
+    report = run_faults(settings, spec, tmp_path)
+    assert report.kills >= 5 and report.expected == spec.events
+    assert report.clean, report.figures()
