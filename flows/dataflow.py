@@ -157,7 +157,13 @@ def build_flow(
     flow = Dataflow("meterflow")
 
     def source(topic: str) -> KafkaBatchSource:
-        return KafkaBatchSource(settings.kafka_bootstrap, topic, tail=settings.tail, until=until)
+        return KafkaBatchSource(
+            settings.kafka_bootstrap,
+            topic,
+            tail=settings.tail,
+            until=until,
+            grace=settings.order_grace,
+        )
 
     usage = op.input("usage", flow, source(settings.usage_topic))
     grants = op.input("grants", flow, source(settings.credit_grants_topic))

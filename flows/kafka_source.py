@@ -36,7 +36,7 @@ from confluent_kafka.admin._config import ConfigResource
 from flows import metrics
 
 _IDLE_WAIT = timedelta(milliseconds=50)
-_HEARTBEAT = 0.2
+_HEARTBEAT = 0.1
 """Seconds between progress reports of an idle partition."""
 FINAL_MS = 2**62
 """The bound of a partition that will be read no further in this run."""
@@ -199,7 +199,7 @@ class KafkaBatchSource(FixedPartitionedSource[ConsumedBatch, PartitionPosition])
         batch_size: int = 5000,
         tail: bool = True,
         until: float | None = None,
-        grace: timedelta = timedelta(milliseconds=250),
+        grace: timedelta = timedelta(milliseconds=100),
     ):
         self._bootstrap = bootstrap
         self._topic = topic

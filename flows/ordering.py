@@ -9,7 +9,7 @@ carries a key that is a function of its partition's log alone (`order_ms`, see
 later records can fall. The sequencer holds records until every partition's bound
 has passed them, then releases them sorted by (order_ms, partition, offset): the
 same total order in every run, crash or not. The cost is latency: a record waits
-for the slowest partition's progress (an idle one reports every 0.2 s).
+for the slowest partition's progress (an idle one reports every 0.1 s).
 
 Pure: no Bytewax, no Kafka. Held records are part of the shard's snapshot; the
 bounds are not, since every partition reports afresh after a resume.

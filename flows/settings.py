@@ -48,6 +48,8 @@ class Settings(BaseSettings):
 
     dedupe_horizon: timedelta = timedelta(hours=24)
     allowed_lateness: timedelta = timedelta(minutes=10)
+    order_grace: timedelta = timedelta(milliseconds=100)
+    """How far the broker's clock may run behind the workers' (`flows.ordering`)."""
     max_future: timedelta = timedelta(minutes=5)
     max_age: timedelta = timedelta(days=35)
 
