@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from flows.kafka_source import ConsumedBatch, Record
 from flows.ordering import Source
 from flows.rating.credits import CreditGrant, parse_grant
-from schemas.event import Rejection, RejectReason, UsageEvent
+from schemas.event import PickledByPosition, Rejection, RejectReason, UsageEvent
 from schemas.serde import HEADER, Decoder
 from schemas.validation import TimeBounds, validate
 from sinks.batch import SinkBatch
@@ -26,7 +26,7 @@ from sinks.tables import DEAD_LETTERS, RAW_EVENTS
 
 
 @dataclass(frozen=True, slots=True)
-class Consumed:
+class Consumed(PickledByPosition):
     """A valid event and where it was read, which every outcome row records."""
 
     event: UsageEvent
@@ -40,7 +40,7 @@ class Consumed:
 
 
 @dataclass(frozen=True, slots=True)
-class ConsumedGrant:
+class ConsumedGrant(PickledByPosition):
     """A prepaid credit grant from the grants topic, bound for its customer's shard."""
 
     grant: CreditGrant

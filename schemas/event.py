@@ -10,13 +10,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from operator import attrgetter
+from typing import Any
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+class PickledByPosition:
+    """For slotted records that snapshots hold by the thousand: dataclasses' own state
+    pickling looks up the fields of every instance; this passes them straight to the
+    constructor, read by one getter per class."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[type[Any], tuple[object, ...]]:
+        cls = type(self)
+        getter = _GETTERS.get(cls)
+        if getter is None:
+            getter = _GETTERS[cls] = attrgetter(*cls.__slots__)  # type: ignore[call-overload]
+        return cls, getter(self)
+
+
+_GETTERS: dict[type[Any], attrgetter[Any]] = {}
+
+
 @dataclass(frozen=True, slots=True)
-class UsageEvent:
+class UsageEvent(PickledByPosition):
     """One validated usage event; field names match the Avro schema and JSON form."""
 
     event_id: str
