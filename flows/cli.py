@@ -132,6 +132,7 @@ def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
         args.prices or settings.prices_file,
         args.contracts or settings.contracts_file,
         args.costs or settings.costs_file,
+        allowed_lateness=settings.allowed_lateness,
     )
 
 

@@ -22,7 +22,6 @@ from flows.rating.credits import CreditExpiry
 from flows.rating.engine import RatingEngine
 from flows.rating.lines import RatedLine
 from flows.rating.state import RatingState
-from flows.rating.versions import END
 from schemas.event import Rejection, RejectReason, from_micros, to_micros
 from schemas.jsonform import dump_line, to_record
 from sinks.batch import Row, SinkBatch
@@ -48,8 +47,6 @@ class ShardState:
     positions: Counter[str] = field(default_factory=Counter)
     forgotten_hour: int = -1
     """The hour of event time at which closed periods were last forgotten."""
-    lapse_us: int = END
-    """When the first grant not yet lapsed expires: kept, not searched for every batch."""
 
 
 @dataclass
@@ -97,15 +94,12 @@ class ShardMeter:
                 self._usage(state, usage, out, report, received_at)
                 usage = []
                 self._grant(state, item, out, report, received_at)
-                if item.grant.expires_at is not None:
-                    state.lapse_us = min(state.lapse_us, to_micros(item.grant.expires_at))
                 continue
             watermark_us = to_micros(item.event.timestamp) - self.allowed_lateness_us
-            if watermark_us >= state.lapse_us:
+            if self.engine.lapse_due(state.rating, watermark_us):
                 self._usage(state, usage, out, report, received_at)
                 usage = []
                 self._expire(state, out, report, watermark_us)
-                state.lapse_us = state.rating.next_expiry_us()
             usage.append(item)
         self._usage(state, usage, out, report, received_at)
         self._forget_closed_periods(state)

@@ -75,7 +75,14 @@ class RatingEngine:
             terms = customer.terms_at(to_micros(grant.effective_at))
             value = self._credit_values.get(terms.tier, ONE)
             add_grant(state.customer(customer.id), grant, value, terms.credits.low_balance)
+        if grant.expires_at is not None:
+            state.lapse_us = min(state.lapse_us, to_micros(grant.expires_at))
         return None
+
+    def lapse_due(self, state: RatingState, watermark_us: int) -> bool:
+        """Whether a grant expires at or before the watermark and has not lapsed yet: the
+        caller lapses it there, at that place in its order (`expire`)."""
+        return watermark_us >= state.lapse_us
 
     def grant_amount(self, grant: CreditGrant) -> Decimal:
         """What a known customer's grant is worth in currency, at its tier's credit value."""
@@ -104,6 +111,7 @@ class RatingEngine:
                 alerts += low_balance_alert(
                     customer_id, cs, terms.credits, value, at_us, period_start, at
                 )
+        state.lapse_us = state.next_expiry_us()
         return expiries, alerts
 
     def period_fees(self, customer_id: str, period_start: datetime) -> list[Fee]:

@@ -1,7 +1,9 @@
 """`meterflow rate`: rate a JSON-lines file with the same engine the dataflow runs.
 
 Each line is a usage event (the contract's JSON form) or a credit grant (a line with
-`grant_id`: customer_id, credits, effective_at, expires_at), applied in file order. Rated
+`grant_id`: customer_id, credits, effective_at, expires_at), applied in file order, the
+order the flow meters a shard in; a grant lapses where the watermark (the newest event
+time less the allowed lateness) passes its expiry, as in the flow. Rated
 lines go to `out` as JSON, one per event; a bad line is reported on `err` as
 `line N: reason: detail` and the rest are still rated. The per-customer summary on `err`
 is the statement level, where amounts are rounded to cents; base fees are included for
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
@@ -29,7 +31,7 @@ from flows.rating.money import ZERO, to_cents
 from flows.rating.state import RatingState
 from flows.rating.totals import Totals
 from flows.text_table import format_table
-from schemas.event import Rejection
+from schemas.event import Rejection, from_micros, to_micros
 from schemas.jsonform import line_problem, parse_line
 from schemas.validation import TimeBounds, utc_now, validate
 
@@ -49,6 +51,7 @@ def rate_file(
     costs: Path | str = CATALOGUE / "costs.yaml",
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
+    allowed_lateness: timedelta = timedelta(minutes=10),
 ) -> int:
     try:
         engine = RatingEngine(load_books(prices, contracts, costs))
@@ -57,7 +60,8 @@ def rate_file(
         return 2
     try:
         with Path(events_path).open(encoding="utf-8") as source:
-            totals, fees, alerts, bad = _rate_lines(engine, source, out, err)
+            lateness_us = allowed_lateness // timedelta(microseconds=1)
+            totals, fees, alerts, bad = _rate_lines(engine, source, out, err, lateness_us)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else f"not UTF-8 text ({exc.reason})"
         print(f"error: {events_path}: cannot read: {reason or exc}", file=err)
@@ -67,7 +71,7 @@ def rate_file(
 
 
 def _rate_lines(
-    engine: RatingEngine, source: Iterable[str], out: TextIO, err: TextIO
+    engine: RatingEngine, source: Iterable[str], out: TextIO, err: TextIO, lateness_us: int
 ) -> tuple[dict[str, Totals], dict[str, Decimal], list[Alert], int]:
     state, now, bounds = RatingState(), utc_now(), TimeBounds(max_age=None)
     totals: dict[str, Totals] = {}
@@ -90,6 +94,7 @@ def _rate_lines(
             if isinstance(event, Rejection):
                 problem = event
             else:
+                alerts += _lapse(engine, state, to_micros(event.timestamp) - lateness_us, err)
                 result = engine.rate_batch(state, [event])
                 problem = result.rejections[0] if result.rejections else None
                 alerts += result.alerts
@@ -105,6 +110,16 @@ def _rate_lines(
         for fee in engine.period_fees(customer_id, period_start):
             fees[customer_id] = fees.get(customer_id, ZERO) + fee.amount
     return totals, fees, alerts, bad
+
+
+def _lapse(engine: RatingEngine, state: RatingState, watermark_us: int, err: TextIO) -> list[Alert]:
+    """Grants whose expiry the watermark passes lapse here, as in the flow."""
+    if not engine.lapse_due(state, watermark_us):
+        return []
+    expiries, alerts = engine.expire(state, from_micros(watermark_us))
+    for expiry in expiries:
+        print(f"lapsed: {json.dumps(expiry.to_row(), default=str)}", file=err)
+    return alerts
 
 
 def _summary(

@@ -104,6 +104,8 @@ class RatingState:
     """Rating state for any number of customers."""
 
     customers: dict[str, CustomerState] = field(default_factory=dict)
+    lapse_us: int = END
+    """When the first grant not yet lapsed expires: kept, not searched for every event."""
 
     def customer(self, customer_id: str) -> CustomerState:
         found = self.customers.get(customer_id)

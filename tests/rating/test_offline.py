@@ -100,3 +100,36 @@ def test_an_unreadable_events_file_fails_cleanly(tmp_path: Path) -> None:
     err = io.StringIO()
     assert rate_file(tmp_path / "missing.jsonl", out=io.StringIO(), err=err) == 2
     assert "missing.jsonl: cannot read" in err.getvalue()
+
+
+def test_grants_lapse_where_the_watermark_passes_their_expiry_as_in_the_flow(
+    tmp_path: Path,
+) -> None:
+    """Lateness 10 minutes, sdxl at 5 credits. Usage a minute before expiry arriving
+    after usage five minutes past it still draws; usage past expiry plus the lateness
+    lapses the grant, and usage dated before the expiry after that draws nothing."""
+    grant = {
+        "grant_id": "g1",
+        "customer_id": "cust-0015",
+        "credits": 1000,
+        "effective_at": "2026-06-01T00:00:00Z",
+        "expires_at": "2026-06-02T12:00:00Z",
+    }
+    sdxl = {"meter": "image.generation", "model": "sdxl", "quantities": {"images": 1}}
+    lines = [json.dumps(grant)] + [
+        _event(event_id, "cust-0015", timestamp=at, **sdxl)
+        for event_id, at in (
+            ("after", "2026-06-02T12:05:00Z"),
+            ("late", "2026-06-02T11:59:00Z"),
+            ("past", "2026-06-02T12:11:00Z"),
+            ("too-late", "2026-06-02T11:58:00Z"),
+        )
+    ]
+    code, out, err = _run(tmp_path, lines)
+    credits = {
+        line["event_id"]: line["credits_applied"] for line in map(json.loads, out.splitlines())
+    }
+    assert code == 0
+    assert credits == {"after": "0", "late": "0.05", "past": "0", "too-late": "0"}
+    assert 'lapsed: {"grant_id": "g1", "customer_id": "cust-0015"' in err
+    assert '"credits": "995"' in err
