@@ -34,14 +34,14 @@ from flows.decode import (
     split_batch,
     usage_parser,
 )
-from flows.dedupe import DedupeWindow
 from flows.kafka_source import ConsumedBatch, KafkaBatchSource, partitions_of
 from flows.metering import ShardMeter, ShardState
-from flows.ordering import Source
-from flows.rating.books import load_books
-from flows.rating.budgets import current_budgets
-from flows.rating.engine import RatingEngine
 from flows.settings import Settings
+from metering.dedupe import DedupeWindow
+from metering.ordering import Source
+from metering.rating.books import load_books
+from metering.rating.budgets import current_budgets
+from metering.rating.engine import RatingEngine
 from schemas.serde import Decoder, open_registry
 from schemas.validation import TimeBounds
 from sinks.batch import SinkBatch
@@ -145,7 +145,7 @@ class _MeterLogic(StatefulBatchLogic[ShardItems, SinkBatch, bytes]):
     def snapshot(self) -> bytes:
         """Pickled now, so later batches cannot change what the snapshot holds; the
         dedupe window seals its epoch's ids into a file first, so the snapshot holds
-        only their names (`flows.dedupe`)."""
+        only their names (`metering.dedupe`)."""
         self.state.dedupe.seal()
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flows.kafka_source import ConsumedBatch, Record
-from flows.ordering import Source
-from flows.rating.credits import CreditGrant, parse_grant
+from metering.ordering import Source
+from metering.rating.credits import CreditGrant, parse_grant
 from schemas.event import PickledByPosition, Rejection, RejectReason, UsageEvent
 from schemas.serde import HEADER, Decoder
 from schemas.validation import TimeBounds, validate
@@ -54,7 +54,7 @@ class ConsumedGrant(PickledByPosition):
 @dataclass(frozen=True, slots=True)
 class ShardInput:
     """What one consumed batch brings a shard: its records of the shard's customers
-    (perhaps none) and how far their partition has got (`flows.ordering`)."""
+    (perhaps none) and how far their partition has got (`metering.ordering`)."""
 
     source: Source
     bound_ms: int
@@ -95,7 +95,7 @@ def usage_parser(decoder: Decoder, bounds: TimeBounds) -> Parse:
 
 
 def parse_grant_value(value: bytes | None, _now: datetime) -> Parsed:
-    """Credit grants: one JSON object per record (see `flows.rating.credits.parse_grant`)."""
+    """Credit grants: one JSON object per record (see `metering.rating.credits.parse_grant`)."""
     try:
         record = json.loads(value or b"")
     except ValueError as exc:

@@ -10,7 +10,7 @@ append times (LogAppendTime) in its partition, a function of the log alone. Ever
 batch says how far its partition has got (`bound_ms`, no later record can have a
 smaller key), and an idle partition says so too, every `_HEARTBEAT`, once the broker
 confirms there is nothing more to read. Shards merge their partitions by these keys
-(`flows.ordering`), so the order a shard rates in never depends on how partitions
+(`metering.ordering`), so the order a shard rates in never depends on how partitions
 happen to interleave, in a run or in its recovery.
 """
 

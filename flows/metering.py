@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from flows.decode import Consumed, ConsumedGrant, dead_letter_row
-from flows.dedupe import BUCKET_US, DedupeWindow, Verdict
-from flows.ordering import Sequencer
-from flows.rating.alerts import Alert
-from flows.rating.credits import CreditExpiry
-from flows.rating.engine import RatingEngine
-from flows.rating.lines import RatedLine
-from flows.rating.state import RatingState
+from metering.dedupe import BUCKET_US, DedupeWindow, Verdict
+from metering.ordering import Sequencer
+from metering.rating.alerts import Alert
+from metering.rating.credits import CreditExpiry
+from metering.rating.engine import RatingEngine
+from metering.rating.lines import RatedLine
+from metering.rating.state import RatingState
 from schemas.event import Rejection, RejectReason, from_micros, to_micros
 from schemas.jsonform import dump_line, to_record
 from sinks.batch import Row, SinkBatch

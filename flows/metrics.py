@@ -65,7 +65,7 @@ LATENCY = Histogram(
 )
 HELD = Gauge(
     "meterflow_shard_held_records",
-    "Records read but waiting for every partition to pass them (flows.ordering)",
+    "Records read but waiting for every partition to pass them (metering.ordering)",
     ["shard"],
 )
 ORDER_VIOLATIONS = Counter(

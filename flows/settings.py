@@ -18,8 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from flows.rating.books import CATALOGUE
 from infra.stack import StackConfig
+from metering.rating.books import CATALOGUE
 
 
 def _default_home() -> Path:
@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     dedupe_horizon: timedelta = timedelta(hours=24)
     allowed_lateness: timedelta = timedelta(minutes=10)
     order_grace: timedelta = timedelta(milliseconds=100)
-    """How far the broker's clock may run behind the workers' (`flows.ordering`)."""
+    """How far the broker's clock may run behind the workers' (`metering.ordering`)."""
     max_future: timedelta = timedelta(minutes=5)
     max_age: timedelta = timedelta(days=35)
 

@@ -2,7 +2,7 @@
 in a table or in any materialized view on it.
 
 Every row carries its (stream, position), and the shards meter in one order every run
-agrees on (`flows.ordering`), so a recovery replay makes every row after the snapshot
+agrees on (`metering.ordering`), so a recovery replay makes every row after the snapshot
 again, the same row at the same position. A flush is one insert per table. Before it,
 the sink records what the insert holds, the range of positions of each stream, in
 `sink_blocks`, and it inserts with a deduplication token made from that record. After

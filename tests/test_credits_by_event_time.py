@@ -144,7 +144,8 @@ def written(env: dict[str, str]) -> dict[str, Any]:
 
 
 def run_flow(env: dict[str, str], kill_after: float | None = None) -> int:
-    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--until-end"], env=env)
+    command = [sys.executable, "-m", "commands.cli", "run", "--until-end"]
+    process = subprocess.Popen(command, env=env)
     if kill_after is None:
         return process.wait(timeout=600)
     time.sleep(kill_after)

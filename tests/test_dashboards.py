@@ -17,14 +17,14 @@ import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
 
+from bench.loadgen import LoadSpec, Wire, customer_ids, generate
 from flows.decode import Consumed, ConsumedGrant, Shards, dead_letter_row
-from flows.dedupe import DedupeWindow
 from flows.metering import ShardMeter, ShardState
-from flows.rating.books import load_books
-from flows.rating.credits import CreditGrant
-from flows.rating.engine import RatingEngine
+from metering.dedupe import DedupeWindow
+from metering.rating.books import load_books
+from metering.rating.credits import CreditGrant
+from metering.rating.engine import RatingEngine
 from schemas.event import Rejection, UsageEvent
-from schemas.loadgen import LoadSpec, Wire, customer_ids, generate
 from schemas.validation import TimeBounds, validate
 from sinks.batch import SinkBatch
 from sinks.clickhouse import connect

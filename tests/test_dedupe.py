@@ -4,7 +4,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.dedupe import BUCKET_US, DedupeWindow, Verdict
+from metering.dedupe import BUCKET_US, DedupeWindow, Verdict
 
 HOUR = BUCKET_US
 

@@ -9,8 +9,8 @@ from typing import Any, Literal
 import pytest
 from fastavro import writer
 
+from bench.loadgen import LoadSpec, generate
 from schemas.eventlog import read_event_log, write_event_log
-from schemas.loadgen import LoadSpec, generate
 from schemas.serde import parsed_schema
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from flows.eventlogs import export_log, import_log
-from flows.replay import KafkaLog
+from bench.loadgen import LoadSpec, live_start, run_loadgen, totals_of
+from commands.eventlogs import export_log, import_log
 from flows.settings import Settings
+from reports.replay import KafkaLog
 from schemas.eventlog import read_event_log
-from schemas.loadgen import LoadSpec, live_start, run_loadgen, totals_of
 from schemas.producer import UsageProducer
 from schemas.serde import Decoder, Encoder
 

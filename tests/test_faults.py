@@ -1,4 +1,4 @@
-"""SIGKILLs under live traffic, on the conditions production has (see `flows.faults`):
+"""SIGKILLs under live traffic, on the conditions production has (see `bench.faults`):
 nothing lost, nothing doubled, no view short, every line as an uninterrupted run's."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.faults import FaultSpec, run_faults
+from bench.faults import FaultSpec, run_faults
 from flows.settings import Settings
 
 pytestmark = pytest.mark.stack

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from schemas.loadgen import (
+from bench.loadgen import (
     MALFORMED_REASONS,
     DeliveryError,
     LoadSpec,
@@ -26,7 +26,7 @@ from schemas.loadgen import (
     run_loadgen,
     verdict,
 )
-from schemas.manifest import Manifest, Total, load_manifest, write_manifest
+from bench.manifest import Manifest, Total, load_manifest, write_manifest
 from schemas.producer import UsageProducer
 from schemas.serde import Decoder, Encoder
 from schemas.validation import TimeBounds

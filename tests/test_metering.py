@@ -5,11 +5,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from flows.decode import Consumed, ConsumedGrant
-from flows.dedupe import DedupeWindow
 from flows.metering import ShardMeter, ShardReport, ShardState
-from flows.rating.books import load_books
-from flows.rating.credits import CreditGrant
-from flows.rating.engine import RatingEngine
+from metering.dedupe import DedupeWindow
+from metering.rating.books import load_books
+from metering.rating.credits import CreditGrant
+from metering.rating.engine import RatingEngine
 from schemas.event import UsageEvent
 from sinks.batch import SinkBatch
 from sinks.tables import (

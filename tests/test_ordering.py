@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flows.ordering import Sequencer, Source
+from metering.ordering import Sequencer, Source
 
 
 @dataclass(frozen=True)

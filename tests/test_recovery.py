@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from bench.loadgen import LoadSpec, live_start, run_loadgen
+from bench.manifest import Manifest
 from infra import stack
-from schemas.loadgen import LoadSpec, live_start, run_loadgen
-from schemas.manifest import Manifest
 from schemas.producer import UsageProducer
 from schemas.serde import Encoder
 
@@ -55,7 +55,7 @@ def flow_env(tmp: Path, topic: str, name: str) -> dict[str, str]:
 
 
 def meterflow(env: dict[str, str], *args: str, kill_after: float | None = None) -> int:
-    process = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env)
+    process = subprocess.Popen([sys.executable, "-m", "commands.cli", *args], env=env)
     if kill_after is None:
         return process.wait(timeout=600)
     time.sleep(kill_after)
@@ -65,7 +65,7 @@ def meterflow(env: dict[str, str], *args: str, kill_after: float | None = None) 
 
 def usage(env: dict[str, str]) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "usage"], env=env, check=True, capture_output=True
+        [sys.executable, "-m", "commands.cli", "usage"], env=env, check=True, capture_output=True
     )
     result: dict[str, Any] = json.loads(out.stdout)
     return result

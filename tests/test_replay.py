@@ -17,18 +17,18 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from bench.loadgen import LoadSpec, Send, WireEncoders, generate, live_start
 from flows.decode import ConsumedGrant, Shards, split_batch, usage_parser
-from flows.dedupe import DedupeWindow
 from flows.kafka_source import ConsumedBatch, Record
 from flows.metering import ShardMeter, ShardState
-from flows.rating.books import CATALOGUE, load_books
-from flows.rating.credits import CreditGrant
-from flows.rating.engine import RatingEngine
-from flows.replay import COLUMNS, FileLog, KafkaLog, RawLog, ReplayDiff, replay
 from flows.settings import Settings
+from metering.dedupe import DedupeWindow
+from metering.rating.books import CATALOGUE, load_books
+from metering.rating.credits import CreditGrant
+from metering.rating.engine import RatingEngine
+from reports.replay import COLUMNS, FileLog, KafkaLog, RawLog, ReplayDiff, replay
 from schemas.event import RejectReason, to_micros
 from schemas.eventlog import write_event_log
-from schemas.loadgen import LoadSpec, Send, WireEncoders, generate, live_start
 from schemas.serde import Decoder, Encoder
 from schemas.validation import TimeBounds
 from sinks.batch import Row

@@ -194,7 +194,7 @@ def test_the_flow_with_a_wrong_registry_url_exits_naming_it_and_writes_nothing(
         "METERFLOW_RECOVERY_DIR": str(tmp_path / "recovery"),
     }
     run = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", "--until-end"],
+        [sys.executable, "-m", "commands.cli", "run", "--until-end"],
         env=env,
         capture_output=True,
         text=True,

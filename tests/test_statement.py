@@ -14,9 +14,10 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from test_replay import run_live
 
-from flows.rating.books import Books, load_books
-from flows.rating.engine import RatingEngine
-from flows.statement import (
+from bench.loadgen import LoadSpec, Send, Wire, generate
+from metering.rating.books import Books, load_books
+from metering.rating.engine import RatingEngine
+from reports.statement import (
     Statement,
     billing_period,
     render_text,
@@ -25,7 +26,6 @@ from flows.statement import (
     write_csv,
     write_json,
 )
-from schemas.loadgen import LoadSpec, Send, Wire, generate
 from schemas.validation import TimeBounds
 from sinks.batch import Row
 from sinks.clickhouse import connect

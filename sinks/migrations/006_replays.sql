@@ -1,4 +1,4 @@
--- Event logs re-rated with chosen books (flows/replay.py): each replay is a named result
+-- Event logs re-rated with chosen books (reports/replay.py): each replay is a named result
 -- set beside the live rated_usage, never mixed into it, with its event and money columns;
 -- (topic, partition, offset) say where the event was read (a file: its name, 0, index).
 -- One partition per replay: a re-run drops the replay's partition, then inserts, so a

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from flows.rating.books import Books, load_books
+from metering.rating.books import Books, load_books
 from schemas.event import UsageEvent
 
 COSTS = """

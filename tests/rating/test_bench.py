@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.rating.bench import bench_rating
+from bench.rating import bench_rating
 
 
 def test_bench_prints_events_per_second(capsys: pytest.CaptureFixture[str]) -> None:

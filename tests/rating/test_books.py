@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from flows.rating.books import CATALOGUE, Books, load_books
-from flows.rating.engine import RatingEngine
-from flows.rating.loading import CatalogueError
-from flows.rating.state import RatingState
+from bench.loadgen import CATALOGUE as LOADGEN_MODELS
+from metering.rating.books import CATALOGUE, Books, load_books
+from metering.rating.engine import RatingEngine
+from metering.rating.loading import CatalogueError
+from metering.rating.state import RatingState
 from schemas.event import UsageEvent
-from schemas.loadgen import CATALOGUE as LOADGEN_MODELS
 from schemas.meters import METER_DIMENSIONS, MODES
 
 PRICES = """

@@ -11,11 +11,11 @@ from decimal import Decimal
 
 import pytest
 
-from flows.rating.alerts import AlertKind
-from flows.rating.books import Books
-from flows.rating.credits import CreditGrant, parse_grant
-from flows.rating.engine import RatingEngine
-from flows.rating.state import RatingState
+from metering.rating.alerts import AlertKind
+from metering.rating.books import Books
+from metering.rating.credits import CreditGrant, parse_grant
+from metering.rating.engine import RatingEngine
+from metering.rating.state import RatingState
 from schemas.event import Rejection, RejectReason, UsageEvent
 
 D = Decimal

@@ -6,8 +6,8 @@ import io
 import json
 from pathlib import Path
 
-from flows.rating.books import CATALOGUE
-from flows.rating.offline import rate_file
+from commands.rate import rate_file
+from metering.rating.books import CATALOGUE
 
 
 def _event(event_id: str, customer: str = "cust-0001", **overrides: object) -> str:

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.rating.books import Books
-from flows.rating.credits import CreditGrant
-from flows.rating.engine import RatingEngine
-from flows.rating.lines import RatedLine
-from flows.rating.money import CONTEXT, q18
-from flows.rating.state import RatingState
+from metering.rating.books import Books
+from metering.rating.credits import CreditGrant
+from metering.rating.engine import RatingEngine
+from metering.rating.lines import RatedLine
+from metering.rating.money import CONTEXT, q18
+from metering.rating.state import RatingState
 from schemas.event import UsageEvent
 
 D = Decimal

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from flows.rating.books import Books
-from flows.rating.engine import RatingEngine
-from flows.rating.state import RatingState
+from metering.rating.books import Books
+from metering.rating.engine import RatingEngine
+from metering.rating.state import RatingState
 from schemas.event import UsageEvent
 
 D = Decimal

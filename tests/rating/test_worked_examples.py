@@ -10,11 +10,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from flows.rating.books import Books
-from flows.rating.credits import CreditGrant
-from flows.rating.engine import RatingEngine
-from flows.rating.money import to_cents
-from flows.rating.state import RatingState
+from metering.rating.books import Books
+from metering.rating.credits import CreditGrant
+from metering.rating.engine import RatingEngine
+from metering.rating.money import to_cents
+from metering.rating.state import RatingState
 from schemas.event import UsageEvent
 
 D = Decimal

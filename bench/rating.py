@@ -1,0 +1,84 @@
+"""How many events a second one core rates through the batch API.
+
+`rating.batch_events_per_second` is the headline: list-price token events, the bulk of
+real traffic. `rating.mixed_batch_events_per_second` spreads events over every customer
+and model of the example catalogue (contracts, tiers, allowances, credits, budgets).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from metering.rating.books import load_books
+from metering.rating.credits import CreditGrant
+from metering.rating.engine import RatingEngine
+from metering.rating.state import RatingState
+from schemas.event import UsageEvent
+
+BATCH = 1_000
+_START = datetime(2026, 11, 1, tzinfo=UTC)
+_LLM = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4")
+_OTHER = {
+    "llama-3.1-70b": ("llm.tokens", ("input_tokens", "output_tokens")),
+    "h100": ("gpu.time", ("gpu_ms",)),
+    "a100": ("gpu.time", ("gpu_ms",)),
+    "sdxl": ("image.generation", ("images",)),
+    "dall-e-3": ("image.generation", ("images",)),
+    "agent-runtime": ("agent.step", ("steps", "tool_calls")),
+    "search-api": ("api.call", ("calls",)),
+}
+
+
+def bench_rating(events: int = 200_000) -> None:
+    engine = RatingEngine(load_books())
+    rng = random.Random(7)
+    plain = [_token_event(rng, i, f"cust-{rng.randint(1, 6):04d}") for i in range(events)]
+    print(f"rating.batch_events_per_second {_rate(engine, RatingState(), plain)}")
+    state = RatingState()
+    for n in range(1, 25):
+        grant = CreditGrant(f"g-{n}", f"cust-{n:04d}", Decimal(rng.choice((500, 5_000))), _START)
+        engine.apply_grant(state, grant)
+    mixed = [_mixed_event(rng, i) for i in range(events)]
+    print(f"rating.mixed_batch_events_per_second {_rate(engine, state, mixed)}")
+
+
+def _rate(engine: RatingEngine, state: RatingState, events: list[UsageEvent]) -> int:
+    started = time.perf_counter()
+    for i in range(0, len(events), BATCH):
+        engine.rate_batch(state, events[i : i + BATCH])
+    return round(len(events) / (time.perf_counter() - started))
+
+
+def _token_event(rng: random.Random, i: int, customer: str) -> UsageEvent:
+    quantities = {"input_tokens": rng.randint(50, 4_000), "output_tokens": rng.randint(5, 1_500)}
+    if rng.random() < 0.4:
+        quantities["cached_input_tokens"] = rng.randint(1, 2_000)
+    return UsageEvent(
+        f"ev-{i}",
+        _START + timedelta(seconds=i),
+        customer,
+        "llm.tokens",
+        rng.choice(_LLM),
+        "openai",
+        "realtime",
+        quantities,
+    )
+
+
+def _mixed_event(rng: random.Random, i: int) -> UsageEvent:
+    customer = f"cust-{rng.randint(1, 24):04d}"
+    if rng.random() < 0.6:
+        return _token_event(rng, i, customer)
+    model = rng.choice(tuple(_OTHER))
+    meter, dimensions = _OTHER[model]
+    quantities = {d: rng.randint(1, 60_000 if d == "gpu_ms" else 20) for d in dimensions}
+    mode = rng.choice(("realtime", "batch")) if meter == "llm.tokens" else "realtime"
+    at = _START + timedelta(seconds=i)
+    return UsageEvent(f"ev-{i}", at, customer, meter, model, "meterflow", mode, quantities)
+
+
+if __name__ == "__main__":
+    bench_rating()

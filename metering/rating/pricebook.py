@@ -1,0 +1,213 @@
+"""The list price book: effective-dated versions of prices per meter, model, mode and tier.
+
+A price states rates per dimension (`rates`), or bands of them (`graduated`, `volume`),
+per `per` base units (unit, thousand, million, or hour of a millisecond dimension). The
+amount of an event is the formula sum(quantity[d] x rate[d]) over its dimensions, each
+dimension tiered on its own cumulative quantity in the period. Dimensions are disjoint
+counts (cached input tokens are not also counted in input tokens). A meter dimension
+without a rate is free, except `reasoning_tokens`, which is billed at the `output_tokens`
+rate unless it has its own, as model providers bill reasoning as output.
+
+A customer tier whose `credit_value` is set sells credits: its rates are in credits
+(1 image = 5 credits) and become currency at that value when the book is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from itertools import pairwise
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import AfterValidator, AwareDatetime, Field, PositiveInt, model_validator
+
+from metering.rating.loading import Spec, load_model
+from metering.rating.tiers import PER_UNITS, Kind, Schedule
+from metering.rating.versions import Span, Versions
+from schemas.event import to_micros
+from schemas.meters import METER_DIMENSIONS
+
+
+def _known_meter(meter: str) -> str:
+    if meter not in METER_DIMENSIONS:
+        raise ValueError(f"meter {meter!r} is not one of {sorted(METER_DIMENSIONS)}")
+    return meter
+
+
+Meter = Annotated[str, AfterValidator(_known_meter)]
+Mode = Literal["realtime", "batch"]
+Rate = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+Per = Literal["unit", "thousand", "million", "hour"] | PositiveInt
+DEFAULT_TIER = "default"
+
+
+class BandSpec(Spec):
+    up_to: PositiveInt | None = None
+    """Inclusive upper bound in base units; omitted on the last, unbounded band."""
+    rates: dict[str, Rate]
+
+
+class PricingSpec(Spec):
+    """How one meter/model (optionally one mode) is priced: exactly one of the three forms."""
+
+    meter: Meter
+    model: str
+    mode: Mode | None = None
+    """Omitted: the same price in every mode."""
+    per: Per = "unit"
+    rates: dict[str, Rate] | None = None
+    graduated: list[BandSpec] | None = None
+    volume: list[BandSpec] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        forms = [f for f in ("rates", "graduated", "volume") if getattr(self, f) is not None]
+        if len(forms) != 1:
+            raise ValueError("give exactly one of 'rates', 'graduated' or 'volume'")
+        if self.graduated is not None or self.volume is not None:
+            _check_bands(self.graduated or self.volume or [])
+        for dimension in self.dimensions():
+            check_dimension(self.meter, dimension, self.per)
+        return self
+
+    def dimensions(self) -> set[str]:
+        if self.rates is not None:
+            return set(self.rates)
+        return {d for band in self.graduated or self.volume or [] for d in band.rates}
+
+    def schedules(self) -> dict[str, Schedule]:
+        per = self.per if isinstance(self.per, int) else PER_UNITS[self.per]
+        if self.rates is not None:
+            out = {d: Schedule(Kind.FLAT, per, (None,), (r,)) for d, r in self.rates.items()}
+        else:
+            kind = Kind.GRADUATED if self.graduated is not None else Kind.VOLUME
+            bands = self.graduated or self.volume or []
+            bounds = tuple(band.up_to for band in bands)
+            out = {
+                d: Schedule(kind, per, bounds, tuple(band.rates[d] for band in bands))
+                for d in bands[0].rates
+            }
+        return with_reasoning(self.meter, out)
+
+
+def check_dimension(meter: str, dimension: str, per: Per) -> None:
+    if dimension not in METER_DIMENSIONS[meter]:
+        allowed = sorted(METER_DIMENSIONS[meter])
+        raise ValueError(f"dimension {dimension!r} is not measured by {meter!r} ({allowed})")
+    if per == "hour" and not dimension.endswith("_ms"):
+        raise ValueError(f"'per: hour' needs a millisecond dimension, not {dimension!r}")
+
+
+def with_reasoning(meter: str, schedules: dict[str, Schedule]) -> dict[str, Schedule]:
+    """Reasoning tokens at the output rate unless they have their own."""
+    if meter == "llm.tokens" and "output_tokens" in schedules:
+        schedules.setdefault("reasoning_tokens", schedules["output_tokens"])
+    return schedules
+
+
+def _check_bands(bands: list[BandSpec]) -> None:
+    if not bands:
+        raise ValueError("a tiered price needs at least one band")
+    if bands[-1].up_to is not None or any(b.up_to is None for b in bands[:-1]):
+        raise ValueError("every band but the last needs 'up_to'; the last has none")
+    bounds = [b.up_to or 0 for b in bands[:-1]]
+    if any(lo >= hi for lo, hi in pairwise(bounds)):
+        raise ValueError(f"band bounds must increase, got {bounds}")
+    if any(set(b.rates) != set(bands[0].rates) for b in bands):
+        raise ValueError("every band must rate the same dimensions")
+
+
+class PriceSpec(PricingSpec):
+    customer_tier: str = DEFAULT_TIER
+
+
+class TierSpec(Spec):
+    description: str | None = None
+    credit_value: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] | None = None
+    """Currency per credit, for a tier that sells credits; its rates are then in credits."""
+
+
+class PriceVersionSpec(Spec):
+    id: str = Field(min_length=1)
+    effective_from: AwareDatetime
+    prices: list[PriceSpec]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        keys = [(p.meter, p.model, p.mode, p.customer_tier) for p in self.prices]
+        if dupes := sorted({str(k) for k in keys if keys.count(k) > 1}):
+            raise ValueError(f"more than one price for {', '.join(dupes)}")
+        return self
+
+
+class PriceBookSpec(Spec):
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    tiers: dict[str, TierSpec] = Field(default_factory=lambda: {DEFAULT_TIER: TierSpec()})
+    versions: list[PriceVersionSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if DEFAULT_TIER not in self.tiers:
+            raise ValueError(f"tiers must include {DEFAULT_TIER!r}, the list price")
+        starts = [v.effective_from for v in self.versions]
+        if starts != sorted(set(starts)):
+            raise ValueError("versions must be in strictly increasing 'effective_from' order")
+        ids = [v.id for v in self.versions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("version ids must be unique")
+        for version in self.versions:
+            for price in version.prices:
+                if price.customer_tier not in self.tiers:
+                    raise ValueError(
+                        f"version {version.id!r}: customer_tier {price.customer_tier!r} "
+                        f"is not one of the tiers {sorted(self.tiers)}"
+                    )
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class PriceEntry:
+    """One price as loaded: what a rated line traces back to by `version`."""
+
+    version: str
+    schedules: Mapping[str, Schedule]
+
+
+_Key = tuple[str, str, str | None, str]
+
+
+class PriceBook:
+    def __init__(self, spec: PriceBookSpec):
+        self.currency = spec.currency
+        self.credit_values = {name: t.credit_value for name, t in spec.tiers.items()}
+        with_versions = []
+        for version in spec.versions:
+            entries: dict[_Key, PriceEntry] = {}
+            for p in version.prices:
+                schedules = p.schedules()
+                value = self.credit_values[p.customer_tier]
+                if value is not None:
+                    schedules = {d: s.scaled(value) for d, s in schedules.items()}
+                entries[p.meter, p.model, p.mode, p.customer_tier] = PriceEntry(
+                    version.id, schedules
+                )
+            with_versions.append((to_micros(version.effective_from), entries))
+        self._versions = Versions(with_versions)
+        self.models = frozenset((p.meter, p.model) for v in spec.versions for p in v.prices)
+        """(meter, model) pairs the book has ever priced: the catalogue of known models."""
+
+    def spans(self, meter: str, model: str, mode: str, tier: str) -> list[Span[PriceEntry]]:
+        """The list price over time for a customer tier, falling back to the default tier."""
+        keys = [(meter, model, mode, tier), (meter, model, None, tier)]
+        keys += [(meter, model, mode, DEFAULT_TIER), (meter, model, None, DEFAULT_TIER)]
+
+        def pick(entries: Mapping[_Key, PriceEntry]) -> PriceEntry | None:
+            return next((entries[k] for k in keys if k in entries), None)
+
+        return self._versions.spans(pick)
+
+
+def load_prices(path: Path | str) -> PriceBook:
+    return PriceBook(load_model(path, PriceBookSpec))

@@ -1,0 +1,125 @@
+"""Which price and cost apply to an event, worked out once per contract version, meter,
+model and mode and cached, so the hot path does dictionary lookups only.
+
+A `Resolution` is constant over [start_us, end_us): one contract version and one price
+entry. Its `rid` names it in the state's accumulator keys, so usage under different
+prices or terms never shares a tally (split-period rating), and it is built from
+catalogue ids only, so it is the same after a restart with the same books.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+from metering.rating.books import Books
+from metering.rating.contracts import ContractVersion
+from metering.rating.money import CONTEXT, q18
+from metering.rating.tiers import Schedule
+from metering.rating.versions import Span, find
+from schemas.meters import METER_DIMENSIONS
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    rid: str
+    start_us: int
+    end_us: int
+    price_version: str
+    schedules: Mapping[str, Schedule]
+    discountable: bool
+    """List prices take the contract discount; custom rates are already net."""
+    pools: Mapping[str, int]
+    """Dimension -> index of the contract allowance it draws on."""
+    simple: bool
+    """Every schedule flat and no allowance: the fast path."""
+    unit_prices: Mapping[str, Decimal]
+    """Per base unit, for flat schedules; tiered ones depend on the cumulative quantity."""
+
+
+@dataclass(frozen=True, slots=True)
+class CostResolution:
+    cid: str
+    version: str
+    schedules: Mapping[str, Schedule]
+
+
+class Resolver:
+    def __init__(self, books: Books):
+        self._books = books
+        self._prices: dict[tuple[str | None, str, str, str], list[Span[Resolution]]] = {}
+        self._costs: dict[tuple[str, str, str], list[Span[CostResolution]]] = {}
+
+    def price(
+        self, terms: ContractVersion, meter: str, model: str, mode: str, ts_us: int
+    ) -> Resolution | None:
+        key = (terms.id, meter, model, mode)
+        spans = self._prices.get(key)
+        if spans is None:
+            spans = self._prices[key] = self._price_spans(terms, meter, model, mode)
+        return find(spans, ts_us)
+
+    def cost(self, meter: str, model: str, mode: str, ts_us: int) -> CostResolution | None:
+        key = (meter, model, mode)
+        spans = self._costs.get(key)
+        if spans is None:
+            spans = self._costs[key] = [
+                Span(
+                    s.start_us,
+                    s.end_us,
+                    CostResolution(
+                        f"{s.value.version}|{meter}|{model}|{mode}",
+                        s.value.version,
+                        s.value.schedules,
+                    ),
+                )
+                for s in self._books.costs.spans(meter, model, mode)
+            ]
+        return find(spans, ts_us)
+
+    def _price_spans(
+        self, terms: ContractVersion, meter: str, model: str, mode: str
+    ) -> list[Span[Resolution]]:
+        custom = terms.custom_rate(meter, model, mode)
+        if custom is not None:
+            entries = [Span(terms.start_us, terms.end_us, custom)]
+        else:
+            entries = self._books.prices.spans(meter, model, mode, terms.tier)
+        out = []
+        for span in entries:
+            start, end = max(span.start_us, terms.start_us), min(span.end_us, terms.end_us)
+            if start >= end:
+                continue
+            schedules = span.value.schedules
+            simple = all(s.flat for s in schedules.values())
+            pools = {
+                d: i
+                for d in METER_DIMENSIONS[meter]
+                if (i := _pool(terms, meter, model, d)) is not None
+            }
+            resolution = Resolution(
+                rid=f"{terms.id or ''}|{span.value.version}|{start}|{meter}|{model}|{mode}",
+                start_us=start,
+                end_us=end,
+                price_version=span.value.version,
+                schedules=schedules,
+                discountable=custom is None,
+                pools=pools,
+                simple=simple and not pools,
+                unit_prices={
+                    d: q18(CONTEXT.divide(s.rates[0], s.per)) for d, s in schedules.items()
+                }
+                if simple
+                else {},
+            )
+            out.append(Span(start, end, resolution))
+        return out
+
+
+def _pool(terms: ContractVersion, meter: str, model: str, dimension: str) -> int | None:
+    """The first allowance of the terms that includes this dimension, if any."""
+    for i, allowance in enumerate(terms.allowances):
+        if allowance.pools(meter, model, dimension):
+            return i
+    return None

@@ -1,0 +1,131 @@
+"""Everything rating remembers between events, as plain picklable data.
+
+The dataflow snapshots a `RatingState` (or the `CustomerState` of each key) as it is:
+dicts of small slotted dataclasses holding ints, strings and Decimals, no locks, no
+callables. Accumulators are keyed by period start (microseconds), so a late event
+updates its own period and old periods can be dropped once they are closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import TypeVar
+
+from metering.rating.money import ZERO
+from metering.rating.versions import END
+from schemas.event import to_micros
+
+
+@dataclass(slots=True)
+class Tally:
+    """A cumulative quantity and Q(F(quantity)), the quantized amount it has cost so far."""
+
+    quantity: int = 0
+    amount: Decimal = ZERO
+
+
+@dataclass(slots=True)
+class Pool:
+    """An included allowance: units used, their gross amount, and the billable amount."""
+
+    quantity: int = 0
+    gross: Decimal = ZERO
+    amount: Decimal = ZERO
+
+
+@dataclass(slots=True)
+class Discount:
+    """Cumulative list-priced amount and the quantized discount on it."""
+
+    base: Decimal = ZERO
+    discount: Decimal = ZERO
+
+
+@dataclass(slots=True)
+class Grant:
+    """A prepaid credit grant; money in currency, `credit_value` currency per credit."""
+
+    grant_id: str
+    granted: Decimal
+    remaining: Decimal
+    credit_value: Decimal
+    start_us: int
+    end_us: int
+    fired: set[Decimal] = field(default_factory=set)
+    expired: bool = False
+
+
+@dataclass(slots=True)
+class Budget:
+    spent: Decimal = ZERO
+    fired: set[str] = field(default_factory=set)
+
+
+PeriodKey = tuple[int, str, str]
+K = TypeVar("K", bound=tuple[int, str] | tuple[int, str, str] | tuple[int, str, int])
+V = TypeVar("V")
+
+
+@dataclass(slots=True)
+class CustomerState:
+    usage: dict[PeriodKey, Tally] = field(default_factory=dict)
+    """(period, price resolution, dimension) -> list-price tally."""
+    costs: dict[PeriodKey, Tally] = field(default_factory=dict)
+    """(period, cost resolution, dimension) -> cost tally."""
+    pools: dict[tuple[int, str, int], Pool] = field(default_factory=dict)
+    """(period, contract version, allowance index) -> allowance pool."""
+    discounts: dict[tuple[int, str], Discount] = field(default_factory=dict)
+    """(period, contract version) -> discount tally."""
+    budgets: dict[int, Budget] = field(default_factory=dict)
+    """period -> spend against the budget."""
+    grants: dict[str, Grant] = field(default_factory=dict)
+    low_alerts: int = 0
+    """How many credit_low alerts have fired: part of the next one's id."""
+    low_armed: bool = True
+
+    def forget_before(self, period_start_us: int) -> None:
+        _forget(self.usage, period_start_us)
+        _forget(self.costs, period_start_us)
+        _forget(self.pools, period_start_us)
+        _forget(self.discounts, period_start_us)
+        for period in [p for p in self.budgets if p < period_start_us]:
+            del self.budgets[period]
+
+
+def _forget(table: dict[K, V], before_us: int) -> None:
+    for key in [k for k in table if k[0] < before_us]:
+        del table[key]
+
+
+@dataclass(slots=True)
+class RatingState:
+    """Rating state for any number of customers."""
+
+    customers: dict[str, CustomerState] = field(default_factory=dict)
+    lapse_us: int = END
+    """When the first grant not yet lapsed expires: kept, not searched for every event."""
+
+    def customer(self, customer_id: str) -> CustomerState:
+        found = self.customers.get(customer_id)
+        if found is None:
+            found = self.customers[customer_id] = CustomerState()
+        return found
+
+    def next_expiry_us(self) -> int:
+        """When the first grant not yet lapsed expires (END when none will)."""
+        return min(
+            (
+                g.end_us
+                for customer in self.customers.values()
+                for g in customer.grants.values()
+                if not g.expired
+            ),
+            default=END,
+        )
+
+    def forget_before(self, cutoff: datetime) -> None:
+        """Drop the accumulators of periods that started before `cutoff` (closed periods)."""
+        for customer in self.customers.values():
+            customer.forget_before(to_micros(cutoff))
