@@ -34,16 +34,17 @@ from pathlib import Path
 
 from bench.loadgen import LoadSpec, customer_ids, live_start, run_loadgen
 from flows import runner
-from flows.decode import Consumed
-from flows.metering import ShardMeter, ShardState
 from flows.producing import open_producer
 from flows.settings import Settings
 from infra import stack
 from metering.dedupe import DedupeWindow
 from metering.rating.books import load_books
 from metering.rating.engine import RatingEngine
+from metering.records import Consumed, Origin
+from metering.shard import ShardMeter, ShardState
 from schemas.event import UsageEvent
 from schemas.serde import open_registry
+from sinks.rows import shard_batch
 
 BUILD_BATCH = 100_000
 EPOCH_EVENTS = 2_000
@@ -129,21 +130,21 @@ class _Soak:
     def rate(self, shards: list[ShardState]) -> float:
         """Events a second through `ShardMeter.meter`, a snapshot every EPOCH_EVENTS a shard."""
         items = self.traffic(TRAFFIC)
-        now = datetime.now(UTC)
         started = time.monotonic()
         for i in range(0, len(items), EPOCH_EVENTS):
             state = shards[(i // EPOCH_EVENTS) % len(shards)]
             for j in range(i, i + EPOCH_EVENTS, 500):
-                self.meter.meter("soak", state, items[j : j + 500], now)
+                shard_batch("soak", state.positions, self.meter.meter(state, items[j : j + 500]))
             state.dedupe.seal()
             pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         return len(items) / (time.monotonic() - started)
 
     def snapshot(self, shards: list[ShardState]) -> tuple[float, int]:
         """An epoch of EPOCH_EVENTS a shard, then every shard's snapshot: seconds, bytes."""
-        now = datetime.now(UTC)
         for state in shards:
-            self.meter.meter("soak", state, self.traffic(EPOCH_EVENTS), now)
+            shard_batch(
+                "soak", state.positions, self.meter.meter(state, self.traffic(EPOCH_EVENTS))
+            )
         started = time.monotonic()
         size = 0
         for state in shards:
@@ -166,10 +167,7 @@ class _Soak:
                     "realtime",
                     {"input_tokens": 1000 + i % 97, "output_tokens": 200 + i % 89},
                 ),
-                "usage",
-                0,
-                i,
-                0,
+                Origin("usage", 0, i, 0),
             )
             for i in range(first, first + count)
         ]

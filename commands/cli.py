@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from flows.settings import Settings
 
 if TYPE_CHECKING:
-    from reports.replay import Source
+    from reports.event_logs import Source
 from infra import stack
 
 
@@ -138,7 +138,7 @@ def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
 
 def open_log(args: argparse.Namespace, settings: Settings) -> Source:
     """The event log named by the `add_source_options` arguments."""
-    from reports.replay import open_source
+    from reports.event_logs import open_source
 
     return open_source(
         settings,
@@ -240,7 +240,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.faults:
         return bench_faults(settings, args.count or 200_000, args.kills)
-    bench(settings, args.count or 100_000)
+    bench(settings, args.count or 100_000, args.processes)
     return 0
 
 
@@ -318,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="SIGKILL the flow under live traffic on 6 and 12 partitions; print what was lost",
     )
     p.add_argument("--kills", type=int, default=20, help="with --faults: kills per run")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="also run the flow as a cluster of this many processes and print both rates",
+    )
     p.add_argument("--soak", action="store_true", help="the shard state at a full dedupe window")
     p.add_argument(
         "--held-ids", type=int, default=20_000_000, help="with --soak: ids in the full window"

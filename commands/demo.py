@@ -21,7 +21,8 @@ from flows.settings import Settings
 from infra import stack
 from metering.rating.books import load_books
 from metering.rating.credits import CreditGrant
-from reports.replay import open_source, replay
+from reports.event_logs import open_source
+from reports.replay import replay
 from reports.statement import render_text, statement
 from reports.summary import UsageSummary, summarize
 from schemas.serde import open_registry

@@ -14,7 +14,7 @@ from typing import Any
 
 from flows.producing import open_producer
 from flows.settings import Settings
-from reports.replay import Source
+from reports.event_logs import Source
 from schemas.eventlog import read_event_log, write_event_log
 
 

@@ -16,45 +16,61 @@ import os
 import pickle
 from base64 import b64encode
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import StatefulBatchLogic
 from clickhouse_connect.driver.client import Client
 
 from flows import metrics
 from flows.decode import (
+    Decoded,
     Parse,
     ShardInput,
     Shards,
-    parse_grant_value,
+    parse_grants,
     split_batch,
     usage_parser,
 )
-from flows.kafka_source import ConsumedBatch, KafkaBatchSource, partitions_of
-from flows.metering import ShardMeter, ShardState
+from flows.kafka_source import KafkaBatchSource, partitions_of
 from flows.settings import Settings
 from metering.dedupe import DedupeWindow
 from metering.ordering import Source
 from metering.rating.books import load_books
 from metering.rating.budgets import current_budgets
 from metering.rating.engine import RatingEngine
+from metering.records import ConsumedBatch
+from metering.shard import ShardMeter, ShardState
+from metering.stopwatch import Stopwatch
 from schemas.serde import Decoder, open_registry
 from schemas.validation import TimeBounds
 from sinks.batch import SinkBatch
 from sinks.clickhouse import connect
-from sinks.tables import ALERTS, BUDGET_COLUMNS, CUSTOMER_BUDGETS, DEAD_LETTERS, TABLES
+from sinks.rows import shard_batch
+from sinks.tables import ALERTS, BUDGET_COLUMNS, CUSTOMER_BUDGETS, DEAD_LETTERS
 from sinks.topic import CheckedTopicSink
 from sinks.writer import ClickHouseSink, OnFlush
 
 log = logging.getLogger(__name__)
 
 Keyed = tuple[str, SinkBatch]
+"""A batch of rows keyed by its stream."""
 ShardItems = tuple[str, ShardInput]
-Decoded = tuple[Keyed, list[tuple[str, ShardItems]]]
+"""A shard's part of a consumed batch, with the shard's key (the logic is not told it)."""
+
+
+@dataclass(frozen=True)
+class DecodedStreams:
+    """The decode step's outputs, by name."""
+
+    audit: Stream[Keyed]
+    """The raw log and the dead letters of decoding, for the sink."""
+    shards: Stream[tuple[str, ShardItems]]
+    """Every shard's part of every consumed batch, keyed for the meter."""
 
 
 class _Steps:
@@ -84,17 +100,23 @@ class _Steps:
         lateness_us = self.settings.allowed_lateness // timedelta(microseconds=1)
         return ShardMeter(RatingEngine(books), lateness_us)
 
+    @cached_property
+    def parse_usage(self) -> Parse:
+        return usage_parser(self.decoder, self.bounds)
+
     def decode_usage(self, batch: ConsumedBatch) -> Decoded:
-        return self._split(batch, usage_parser(self.decoder, self.bounds))
+        return self._split(batch, self.parse_usage)
 
     def decode_grants(self, batch: ConsumedBatch) -> Decoded:
-        return self._split(batch, parse_grant_value)
+        return self._split(batch, parse_grants)
 
     def _split(self, batch: ConsumedBatch, parse: Parse) -> Decoded:
         metrics.record_consumed(batch.topic, batch.partition, len(batch.records))
-        audit, by_shard = split_batch(batch, parse, self.shards)
-        metrics.record_rejections(_reasons(audit))
-        return (audit.stream, audit), [(shard, (shard, part)) for shard, part in by_shard]
+        watch = Stopwatch()
+        decoded = split_batch(batch, parse, self.shards, watch)
+        metrics.record_rejections(decoded.reasons)
+        metrics.record_stages(watch)
+        return decoded
 
     def connect_sink(self) -> Client:
         """The sink's client, after publishing the catalogue's budgets for the dashboards."""
@@ -125,29 +147,39 @@ class _MeterLogic(StatefulBatchLogic[ShardItems, SinkBatch, bytes]):
 
     def on_batch(self, values: list[ShardItems]) -> tuple[list[SinkBatch], bool]:
         shard = values[0][0]
+        watch = Stopwatch()
         sequencer = self.state.sequencer
-        behind = sum(sequencer.offer(p.source, p.items, p.bound_ms) for _, p in values)
+        with watch.stage("order"):
+            behind = sum(sequencer.offer(p.source, p.items, p.bound_ms) for _, p in values)
+            records = sequencer.release()
         if behind:
             log.warning(
                 "%s: %d records arrived below the frontier; is the broker's clock behind?",
                 shard,
                 behind,
             )
-        items = sequencer.release()
         metrics.record_order(shard, len(sequencer), behind)
-        if not items:
+        if not records:
+            metrics.record_stages(watch)
             return [], StatefulBatchLogic.RETAIN
-        out, report = self.meter.meter(shard, self.state, items, datetime.now(UTC))
+        outcomes = self.meter.meter(self.state, records, watch)
         window = self.state.dedupe
-        metrics.record_shard(shard, report, len(window), window.max_event_us)
-        return [out], StatefulBatchLogic.RETAIN
+        metrics.record_shard(shard, outcomes, len(window), window.max_event_us)
+        with watch.stage("rows"):
+            rows = shard_batch(shard, self.state.positions, outcomes)
+        metrics.record_stages(watch)
+        return [rows], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
         """Pickled now, so later batches cannot change what the snapshot holds; the
         dedupe window seals its epoch's ids into a file first, so the snapshot holds
         only their names (`metering.dedupe`)."""
-        self.state.dedupe.seal()
-        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        watch = Stopwatch()
+        with watch.stage("snapshot"):
+            self.state.dedupe.seal()
+            snapshot = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        metrics.record_stages(watch)
+        return snapshot
 
 
 def build_flow(
@@ -167,15 +199,9 @@ def build_flow(
 
     usage = op.input("usage", flow, source(settings.usage_topic))
     grants = op.input("grants", flow, source(settings.credit_grants_topic))
-    decoded = op.merge(
-        "decoded",
-        op.map("decode_usage", usage, steps.decode_usage),
-        op.map("decode_grants", grants, steps.decode_grants),
-    )
-    audit = op.map("audit", decoded, lambda d: d[0])
-    shards = op.flat_map("split", decoded, lambda d: d[1])
-    metered = op.stateful_batch("meter", shards, steps.build_meter)
-    rows = op.merge("rows", audit, metered)
+    decoded = decode(steps, usage, grants)
+    metered = op.stateful_batch("meter", decoded.shards, steps.build_meter)
+    rows = op.merge("rows", decoded.audit, metered)
     sink = ClickHouseSink(
         steps.connect_sink,
         settings.sink_batch_rows,
@@ -197,6 +223,22 @@ def build_flow(
     return flow
 
 
+def decode(
+    steps: _Steps, usage: Stream[ConsumedBatch], grants: Stream[ConsumedBatch]
+) -> DecodedStreams:
+    decoded = op.merge(
+        "decoded",
+        op.map("decode_usage", usage, steps.decode_usage),
+        op.map("decode_grants", grants, steps.decode_grants),
+    )
+    return DecodedStreams(
+        audit=op.map("audit", decoded, lambda d: (d.audit.stream, d.audit)),
+        shards=op.flat_map(
+            "split", decoded, lambda d: [(shard, (shard, part)) for shard, part in d.shards]
+        ),
+    )
+
+
 def flow() -> Dataflow:
     """Entry point for `python -m bytewax.run "flows.dataflow:flow()"`."""
     settings = Settings()
@@ -205,20 +247,12 @@ def flow() -> Dataflow:
     return build_flow(settings)
 
 
-def _reasons(batch: SinkBatch) -> dict[str, int]:
-    reasons: dict[str, int] = {}
-    column = TABLES[DEAD_LETTERS].index("reason")
-    for row in batch.tables.get(DEAD_LETTERS, []):
-        reasons[row[column]] = reasons.get(row[column], 0) + 1
-    return reasons
-
-
 def _messages(
     batch: SinkBatch, table: str, key: Callable[[dict[str, Any]], str]
 ) -> list[tuple[bytes, bytes]]:
     """A table's rows of the batch as JSON messages; bytes as base64, the rest as text."""
-    columns = TABLES[table]
-    records = [dict(zip(columns, row, strict=True)) for row in batch.tables.get(table, [])]
+    rows = batch.tables.get(table)
+    records = [] if rows is None else rows.to_pylist()
     return [(key(r).encode(), json.dumps(r, default=_json_text).encode()) for r in records]
 
 

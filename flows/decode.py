@@ -11,44 +11,20 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from flows.kafka_source import ConsumedBatch, Record
 from metering.ordering import Source
 from metering.rating.credits import CreditGrant, parse_grant
-from schemas.event import PickledByPosition, Rejection, RejectReason, UsageEvent
+from metering.records import Consumed, ConsumedBatch, ConsumedGrant, Origin, Record, ShardRecord
+from metering.stopwatch import Stopwatch
+from schemas.event import Rejection, RejectReason
 from schemas.serde import HEADER, Decoder
 from schemas.validation import TimeBounds, validate
 from sinks.batch import SinkBatch
-from sinks.tables import DEAD_LETTERS, RAW_EVENTS
-
-
-@dataclass(frozen=True, slots=True)
-class Consumed(PickledByPosition):
-    """A valid event and where it was read, which every outcome row records."""
-
-    event: UsageEvent
-    topic: str
-    partition: int
-    offset: int
-    kafka_timestamp_ms: int
-    order_ms: int = 0
-    fingerprint: int = 0
-    """crc32 of the Avro body as sent: tells a conflicting re-send from a faithful one."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumedGrant(PickledByPosition):
-    """A prepaid credit grant from the grants topic, bound for its customer's shard."""
-
-    grant: CreditGrant
-    topic: str
-    partition: int
-    offset: int
-    kafka_timestamp_ms: int
-    order_ms: int = 0
+from sinks.rows import Parsed, audit_batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +34,11 @@ class ShardInput:
 
     source: Source
     bound_ms: int
-    items: list[Consumed | ConsumedGrant]
+    items: list[ShardRecord]
 
 
-Parsed = UsageEvent | CreditGrant | Rejection
-
-
-Parse = Callable[[bytes | None, datetime], Parsed]
-"""A record's value and the clock it arrived by (the broker's append time) to an outcome."""
+Parse = Callable[[Sequence[Record], Stopwatch], list[Parsed]]
+"""Records to their outcomes, judged by the clock they arrived by (the broker's append time)."""
 
 
 class Shards:
@@ -85,17 +58,26 @@ class Shards:
 def usage_parser(decoder: Decoder, bounds: TimeBounds) -> Parse:
     """Usage events: Confluent-framed Avro, validated against the contract."""
 
-    def parse(value: bytes | None, now: datetime) -> Parsed:
-        decoded = decoder.decode(value)
-        if isinstance(decoded, Rejection):
-            return decoded
-        return validate(decoded, now, bounds, typed=True)
+    def parse(records: Sequence[Record], watch: Stopwatch) -> list[Parsed]:
+        with watch.stage("decode"):
+            decoded = [decoder.decode(record.value) for record in records]
+        with watch.stage("validate"):
+            clock = _Clock()
+            return [
+                d if isinstance(d, Rejection) else validate(d, clock.at(r), bounds, typed=True)
+                for d, r in zip(decoded, records, strict=True)
+            ]
 
     return parse
 
 
-def parse_grant_value(value: bytes | None, _now: datetime) -> Parsed:
+def parse_grants(records: Sequence[Record], watch: Stopwatch) -> list[Parsed]:
     """Credit grants: one JSON object per record (see `metering.rating.credits.parse_grant`)."""
+    with watch.stage("decode"):
+        return [_grant(record.value) for record in records]
+
+
+def _grant(value: bytes | None) -> Parsed:
     try:
         record = json.loads(value or b"")
     except ValueError as exc:
@@ -105,107 +87,59 @@ def parse_grant_value(value: bytes | None, _now: datetime) -> Parsed:
     return parse_grant(record)
 
 
-def split_batch(
-    batch: ConsumedBatch, parse: Parse, shards: Shards
-) -> tuple[SinkBatch, list[tuple[str, ShardInput]]]:
+class _Clock:
+    """Records' append times as datetimes: a batch's records share a few milliseconds."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, datetime] = {}
+
+    def at(self, record: Record) -> datetime:
+        ms = record.timestamp_ms
+        at = self._seen.get(ms)
+        if at is None:
+            at = self._seen[ms] = datetime.fromtimestamp(ms / 1000, UTC)
+        return at
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A consumed batch as the streams the next steps take, by name."""
+
+    audit: SinkBatch
+    """The raw log of the batch and the dead letters of decoding, for the sink."""
+    shards: list[tuple[str, ShardInput]]
+    """For every shard: its records of the batch (perhaps none) and the partition's bound."""
+    reasons: Counter[str]
+    """Dead letters by reason."""
+
+
+def split_batch(batch: ConsumedBatch, parse: Parse, shards: Shards, watch: Stopwatch) -> Decoded:
     """Audit rows and dead letters for the sink; events and grants for their shards, and
     the partition's progress for every shard, which all merge this partition.
 
     Event times are judged against the record's broker append time: it is in the log,
     so a recovery or a replay judges every record as the first run did."""
-    received_at = datetime.fromtimestamp(batch.received_at, UTC)
-    audit = SinkBatch(f"{batch.topic}/{batch.partition}")
-    by_shard: dict[str, list[Consumed | ConsumedGrant]] = {key: [] for key in shards.keys}
-    for record in batch.records:
-        appended_at = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
-        outcome = parse(record.value, appended_at)
-        audit.add(RAW_EVENTS, _raw_row(audit.stream, batch, record, outcome, received_at))
-        coordinates = (
-            batch.topic,
-            batch.partition,
-            record.offset,
-            record.timestamp_ms,
-            record.order_ms,
-        )
-        item: Consumed | ConsumedGrant
+    by_shard: dict[str, list[ShardRecord]] = {key: [] for key in shards.keys}
+    parsed = parse(batch.records, watch)
+    reasons: Counter[str] = Counter()
+    for record, outcome in zip(batch.records, parsed, strict=True):
         if isinstance(outcome, Rejection):
-            audit.add(
-                DEAD_LETTERS,
-                dead_letter_row(
-                    audit.stream,
-                    record.offset,
-                    batch.topic,
-                    batch.partition,
-                    record.offset,
-                    outcome,
-                    record.value or b"",
-                    record.timestamp_ms,
-                    received_at,
-                ),
-            )
+            reasons[str(outcome.reason)] += 1
             continue
+        origin = Origin(
+            batch.topic, batch.partition, record.offset, record.timestamp_ms, record.order_ms
+        )
+        item: ShardRecord
         if isinstance(outcome, CreditGrant):
-            item = ConsumedGrant(outcome, *coordinates)
+            item = ConsumedGrant(outcome, origin)
         else:
-            item = Consumed(
-                outcome, *coordinates, zlib.crc32(memoryview(record.value or b"")[HEADER.size :])
-            )
+            body = memoryview(record.value or b"")[HEADER.size :]
+            item = Consumed(outcome, origin, zlib.crc32(body))
         by_shard[shards.of(outcome.customer_id)].append(item)
+    with watch.stage("rows"):
+        audit = audit_batch(batch, parsed, datetime.fromtimestamp(batch.received_at, UTC))
     source = (batch.topic, batch.partition)
-    return audit, [
+    inputs = [
         (shard, ShardInput(source, batch.bound_ms, items)) for shard, items in by_shard.items()
     ]
-
-
-def dead_letter_row(
-    stream: str,
-    position: int,
-    topic: str,
-    partition: int,
-    offset: int,
-    rejection: Rejection,
-    payload: bytes,
-    kafka_timestamp_ms: int,
-    received_at: datetime,
-) -> tuple[object, ...]:
-    return (
-        stream,
-        position,
-        topic,
-        partition,
-        offset,
-        str(rejection.reason),
-        rejection.detail,
-        rejection.event_id,
-        rejection.customer_id,
-        payload,
-        kafka_timestamp_ms,
-        received_at,
-    )
-
-
-def _raw_row(
-    stream: str,
-    batch: ConsumedBatch,
-    record: Record,
-    outcome: Parsed,
-    received_at: datetime,
-) -> tuple[object, ...]:
-    value = record.value or b""
-    schema_id = (
-        HEADER.unpack_from(value)[1] if len(value) >= HEADER.size and value[0] == 0 else None
-    )
-    return (
-        stream,
-        record.offset,
-        batch.topic,
-        batch.partition,
-        record.offset,
-        record.timestamp_ms,
-        record.key.decode(errors="replace") if record.key is not None else None,
-        value,
-        schema_id,
-        outcome.grant_id if isinstance(outcome, CreditGrant) else outcome.event_id,
-        outcome.customer_id,
-        received_at,
-    )
+    return Decoded(audit, inputs, reasons)

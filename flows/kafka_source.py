@@ -34,6 +34,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 
 from flows import metrics
+from metering.records import ConsumedBatch, Record
 
 _IDLE_WAIT = timedelta(milliseconds=50)
 _HEARTBEAT = 0.1
@@ -44,28 +45,6 @@ FINAL_MS = 2**62
 
 class TopicMisconfigured(ValueError):
     """A topic the flow cannot read exactly once as it is configured."""
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
-    """The broker's append time."""
-    order_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumedBatch:
-    """Consecutive records of one partition, in offset order (perhaps none), and a lower
-    bound on the order key of every record after them."""
-
-    topic: str
-    partition: int
-    records: list[Record]
-    received_at: float
-    bound_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +86,13 @@ class _BatchPartition(StatefulSourcePartition[ConsumedBatch, PartitionPosition])
         self._partition_handle = TopicPartition(topic, partition)
 
     def next_batch(self) -> list[ConsumedBatch]:
+        started = time.perf_counter()
+        try:
+            return self._next_batch()
+        finally:
+            metrics.record_stage("consume", time.perf_counter() - started)
+
+    def _next_batch(self) -> list[ConsumedBatch]:
         if self._finished:
             raise StopIteration
         if self._eof:

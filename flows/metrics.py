@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
 
+import pyarrow as pa
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from sinks.batch import Row
-from sinks.tables import RATED_USAGE, TABLES
-
-if TYPE_CHECKING:
-    from flows.metering import ShardReport
+from metering.outcomes import Outcomes
+from metering.stopwatch import Stopwatch
+from schemas.event import to_micros
+from sinks.tables import RATED_USAGE
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,14 @@ ORDER_VIOLATIONS = Counter(
     "Records that arrived below their shard's frontier: a partition's bound was wrong",
 )
 ALERTS = Counter("meterflow_alerts_total", "Credit and budget alerts raised", ["kind"])
+STAGE_SECONDS = Counter(
+    "meterflow_stage_seconds_total",
+    "Time the worker spent in each stage of the hot path: consume, decode, validate, order, "
+    "dedupe, rate, rows, insert, snapshot",
+    ["stage"],
+)
 
 _RATING_REASONS = frozenset({"unknown_customer", "unknown_model"})
-_KAFKA_TS = TABLES[RATED_USAGE].index("kafka_timestamp")
 
 
 def serve(host: str, port: int) -> None:
@@ -97,18 +102,20 @@ def record_rejections(reasons: dict[str, int]) -> None:
         DEAD_LETTERS.labels(reason).inc(count)
 
 
-def record_shard(shard: str, report: ShardReport, dedupe_ids: int, max_event_us: int) -> None:
-    for outcome, count in report.outcomes.items():
+def record_shard(shard: str, outcomes: Outcomes, dedupe_ids: int, max_event_us: int) -> None:
+    counts = outcomes.counts()
+    for outcome, count in counts.items():
         EVENTS.labels(outcome).inc(count)
-    DUPLICATES.inc(report.outcomes["duplicate"] + report.outcomes["conflicting_duplicate"])
-    LATE.inc(report.outcomes["late"] + report.outcomes["adjustment"])
-    for seconds in report.lateness_seconds:
-        LATENESS.observe(seconds)
-    for reason, count in report.dead_letters.items():
+    DUPLICATES.inc(counts["duplicate"] + counts["conflicting_duplicate"])
+    LATE.inc(counts["late"] + counts["adjustment"])
+    for rated in outcomes.rated:
+        if rated.late:
+            LATENESS.observe(rated.lateness_ms / 1000)
+    for reason, count in outcomes.reasons().items():
         DEAD_LETTERS.labels(reason).inc(count)
         if reason in _RATING_REASONS:
             RATING_REJECTIONS.labels(reason).inc(count)
-    for alert in report.alerts:
+    for alert in outcomes.alerts:
         ALERTS.labels(str(alert.kind)).inc()
     DEDUPE_IDS.labels(shard).set(dedupe_ids)
     WATERMARK.labels(shard).set(max_event_us / 1e6)
@@ -120,14 +127,28 @@ def record_order(shard: str, held: int, violations: int) -> None:
     ORDER_VIOLATIONS.inc(violations)
 
 
-def queryable_latencies(tables: dict[str, list[Row]]) -> list[float]:
+def record_stage(stage: str, seconds: float) -> None:
+    STAGE_SECONDS.labels(stage).inc(seconds)
+
+
+def record_stages(watch: Stopwatch) -> None:
+    for stage, seconds in watch.take().items():
+        STAGE_SECONDS.labels(stage).inc(seconds)
+
+
+def queryable_latencies(tables: dict[str, pa.Table]) -> list[float]:
     """Seconds from each rated event's Kafka timestamp to now, when its row became queryable."""
-    now_ms = time.time() * 1000
-    return [(now_ms - row[_KAFKA_TS]) / 1000 for row in tables.get(RATED_USAGE, ())]
+    rated = tables.get(RATED_USAGE)
+    if rated is None:
+        return []
+    now_us = to_micros(datetime.now(UTC))
+    stamps = rated.column("kafka_timestamp").cast("int64").to_numpy()
+    return list(((now_us - stamps * 1000) / 1e6).tolist())
 
 
-def record_flush(tables: dict[str, list[Row]], seconds: float) -> None:
-    SINK_ROWS.observe(sum(len(rows) for rows in tables.values()))
+def record_flush(tables: dict[str, pa.Table], seconds: float) -> None:
+    SINK_ROWS.observe(sum(rows.num_rows for rows in tables.values()))
     SINK_SECONDS.observe(seconds)
+    STAGE_SECONDS.labels("insert").inc(seconds)
     for latency in queryable_latencies(tables):
         LATENCY.observe(latency)

@@ -25,7 +25,7 @@ Source = tuple[str, int]
 """A topic and partition."""
 
 
-class Ordered(Protocol):
+class Position(Protocol):
     @property
     def topic(self) -> str: ...
     @property
@@ -34,6 +34,13 @@ class Ordered(Protocol):
     def offset(self) -> int: ...
     @property
     def order_ms(self) -> int: ...
+
+
+class Ordered(Protocol):
+    """A record that knows where it was read (`metering.records.Origin`)."""
+
+    @property
+    def origin(self) -> Position: ...
 
 
 T = TypeVar("T", bound=Ordered)
@@ -59,8 +66,8 @@ class Sequencer(Generic[T]):
         behind = 0
         if items:
             frontier = self.frontier()
-            if items[0].order_ms < frontier:
-                behind = sum(1 for item in items if item.order_ms < frontier)
+            if items[0].origin.order_ms < frontier:
+                behind = sum(1 for item in items if item.origin.order_ms < frontier)
             self._pending.setdefault(source, deque()).extend(items)
         self._bounds[source] = max(self._bounds.get(source, -1), bound_ms)
         return behind
@@ -74,10 +81,15 @@ class Sequencer(Generic[T]):
         frontier = self.frontier()
         runs: list[T] = []
         for queue in self._pending.values():
-            while queue and queue[0].order_ms < frontier:
+            while queue and queue[0].origin.order_ms < frontier:
                 runs.append(queue.popleft())
         rank = self._rank
-        runs.sort(key=lambda r: (r.order_ms, rank[(r.topic, r.partition)], r.offset))
+
+        def key(record: T) -> tuple[int, int, int]:
+            o = record.origin
+            return o.order_ms, rank[(o.topic, o.partition)], o.offset
+
+        runs.sort(key=key)
         return runs
 
     def __len__(self) -> int:

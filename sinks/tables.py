@@ -1,10 +1,12 @@
-"""Column order of every table the flow writes; rows are tuples in exactly this order.
+"""The columns of every table the flow writes, as Arrow schemas: one per table, beside
+the DDL in `sinks/migrations`, and the only place their names and types are written.
 
-The first two columns are always (stream, position): see `sinks.writer`. Kafka
-timestamps travel as integer milliseconds, which DateTime64(3) takes as they are.
+The first two columns are always (stream, position): see `sinks.writer`.
 """
 
 from __future__ import annotations
+
+import pyarrow as pa
 
 RAW_EVENTS = "raw_events"
 DEAD_LETTERS = "dead_letters"
@@ -15,119 +17,142 @@ ALERTS = "alerts"
 CREDIT_GRANTS = "credit_grants"
 CREDIT_EXPIRIES = "credit_expiries"
 
-_SOURCE = ("stream", "position", "topic", "partition", "offset")
+MONEY = pa.decimal128(38, 18)
+MILLIS = pa.timestamp("ms", "UTC")
+MICROS = pa.timestamp("us", "UTC")
+TEXT = pa.string()
 
-TABLES: dict[str, tuple[str, ...]] = {
-    RAW_EVENTS: (
-        *_SOURCE,
-        "kafka_timestamp",
-        "key",
-        "value",
-        "schema_id",
-        "event_id",
-        "customer_id",
-        "received_at",
+_POSITION = [("stream", TEXT), ("position", pa.uint64())]
+_SOURCE = [*_POSITION, ("topic", TEXT), ("partition", pa.uint16()), ("offset", pa.uint64())]
+
+SCHEMAS: dict[str, pa.Schema] = {
+    RAW_EVENTS: pa.schema(
+        [
+            *_SOURCE,
+            ("kafka_timestamp", MILLIS),
+            ("key", TEXT),
+            ("value", pa.binary()),
+            ("schema_id", pa.uint32()),
+            ("event_id", TEXT),
+            ("customer_id", TEXT),
+            ("received_at", MICROS),
+        ]
     ),
-    DEAD_LETTERS: (
-        *_SOURCE,
-        "reason",
-        "detail",
-        "event_id",
-        "customer_id",
-        "payload",
-        "kafka_timestamp",
-        "received_at",
+    DEAD_LETTERS: pa.schema(
+        [
+            *_SOURCE,
+            ("reason", TEXT),
+            ("detail", TEXT),
+            ("event_id", TEXT),
+            ("customer_id", TEXT),
+            ("payload", pa.binary()),
+            ("kafka_timestamp", MILLIS),
+            ("received_at", MICROS),
+        ]
     ),
-    DUPLICATES: (
-        *_SOURCE,
-        "event_id",
-        "customer_id",
-        "timestamp",
-        "first_seen_timestamp",
-        "fingerprint",
-        "first_fingerprint",
-        "conflicting",
+    DUPLICATES: pa.schema(
+        [
+            *_SOURCE,
+            ("event_id", TEXT),
+            ("customer_id", TEXT),
+            ("timestamp", MICROS),
+            ("first_seen_timestamp", MICROS),
+            ("fingerprint", pa.uint32()),
+            ("first_fingerprint", pa.uint32()),
+            ("conflicting", pa.bool_()),
+        ]
     ),
-    RATED_USAGE: (
-        *_SOURCE,
-        "event_id",
-        "customer_id",
-        "timestamp",
-        "period_start",
-        "meter",
-        "model",
-        "provider",
-        "mode",
-        "project_id",
-        "feature",
-        "quantities",
-        "unit_prices",
-        "amounts",
-        "tiers",
-        "amount",
-        "discount",
-        "credits_applied",
-        "billable_amount",
-        "cost",
-        "margin",
-        "currency",
-        "price_version",
-        "contract_version",
-        "cost_version",
-        "late",
-        "lateness_ms",
-        "adjustment",
-        "kafka_timestamp",
-        "rated_at",
+    RATED_USAGE: pa.schema(
+        [
+            *_SOURCE,
+            ("event_id", TEXT),
+            ("customer_id", TEXT),
+            ("timestamp", MICROS),
+            ("period_start", MILLIS),
+            ("meter", TEXT),
+            ("model", TEXT),
+            ("provider", TEXT),
+            ("mode", TEXT),
+            ("project_id", TEXT),
+            ("feature", TEXT),
+            ("quantities", pa.map_(TEXT, pa.uint64())),
+            ("unit_prices", pa.map_(TEXT, MONEY)),
+            ("amounts", pa.map_(TEXT, MONEY)),
+            ("tiers", pa.list_(TEXT)),
+            ("amount", MONEY),
+            ("discount", MONEY),
+            ("credits_applied", MONEY),
+            ("billable_amount", MONEY),
+            ("cost", MONEY),
+            ("margin", MONEY),
+            ("currency", TEXT),
+            ("price_version", TEXT),
+            ("contract_version", TEXT),
+            ("cost_version", TEXT),
+            ("late", pa.bool_()),
+            ("lateness_ms", pa.uint64()),
+            ("adjustment", pa.bool_()),
+            ("kafka_timestamp", MILLIS),
+            ("rated_at", MILLIS),
+        ]
     ),
-    LATE_ADJUSTMENTS: (
-        *_SOURCE,
-        "event_id",
-        "customer_id",
-        "timestamp",
-        "original_period_start",
-        "meter",
-        "model",
-        "amount",
-        "discount",
-        "credits_applied",
-        "billable_amount",
-        "cost",
-        "currency",
-        "lateness_ms",
-        "watermark",
+    LATE_ADJUSTMENTS: pa.schema(
+        [
+            *_SOURCE,
+            ("event_id", TEXT),
+            ("customer_id", TEXT),
+            ("timestamp", MICROS),
+            ("original_period_start", MILLIS),
+            ("meter", TEXT),
+            ("model", TEXT),
+            ("amount", MONEY),
+            ("discount", MONEY),
+            ("credits_applied", MONEY),
+            ("billable_amount", MONEY),
+            ("cost", MONEY),
+            ("currency", TEXT),
+            ("lateness_ms", pa.uint64()),
+            ("watermark", MICROS),
+        ]
     ),
-    ALERTS: (
-        "stream",
-        "position",
-        "alert_id",
-        "customer_id",
-        "kind",
-        "threshold",
-        "value",
-        "period_start",
-        "at",
-        "grant_id",
+    ALERTS: pa.schema(
+        [
+            *_POSITION,
+            ("alert_id", TEXT),
+            ("customer_id", TEXT),
+            ("kind", TEXT),
+            ("threshold", MONEY),
+            ("value", MONEY),
+            ("period_start", MILLIS),
+            ("at", MICROS),
+            ("grant_id", TEXT),
+        ]
     ),
-    CREDIT_GRANTS: (
-        *_SOURCE,
-        "grant_id",
-        "customer_id",
-        "credits",
-        "amount",
-        "effective_at",
-        "expires_at",
+    CREDIT_GRANTS: pa.schema(
+        [
+            *_SOURCE,
+            ("grant_id", TEXT),
+            ("customer_id", TEXT),
+            ("credits", MONEY),
+            ("amount", MONEY),
+            ("effective_at", MICROS),
+            ("expires_at", MICROS),
+        ]
     ),
-    CREDIT_EXPIRIES: (
-        "stream",
-        "position",
-        "grant_id",
-        "customer_id",
-        "expires_at",
-        "credits",
-        "amount",
+    CREDIT_EXPIRIES: pa.schema(
+        [
+            *_POSITION,
+            ("grant_id", TEXT),
+            ("customer_id", TEXT),
+            ("expires_at", MICROS),
+            ("credits", MONEY),
+            ("amount", MONEY),
+        ]
     ),
 }
+
+TABLES: dict[str, tuple[str, ...]] = {table: tuple(s.names) for table, s in SCHEMAS.items()}
+"""Each table's column names, in order."""
 
 CUSTOMER_BUDGETS = "customer_budgets"
 """Not a sink table: the catalogue's budgets, written whole when the flow starts."""

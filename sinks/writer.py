@@ -20,20 +20,23 @@ older than that, so a recovery store lives as long as its database.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from hashlib import blake2b
 
+import numpy as np
+import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.client import Client
 
-from sinks.batch import Row, SinkBatch
-from sinks.tables import TABLES
+from sinks.batch import SinkBatch
 
 Floors = dict[str, dict[str, int]]
 """table -> stream -> highest position known to be in ClickHouse, views included."""
 
-OnFlush = Callable[[dict[str, list[Row]], float], None]
+OnFlush = Callable[[dict[str, pa.Table], float], None]
 """Told the rows of each table once they are queryable, and how long the insert took."""
 
 Ranges = dict[str, tuple[int, int]]
@@ -55,17 +58,18 @@ class _Block:
 
     table: str
     ranges: Ranges
-    rows: dict[str, list[Row]] = field(default_factory=dict)
+    rows: dict[str, list[pa.RecordBatch]] = field(default_factory=dict)
     filled: set[str] = field(default_factory=set)
 
-    def take(self, stream: str, rows: list[Row]) -> list[Row]:
+    def take(self, stream: str, rows: pa.RecordBatch) -> pa.RecordBatch:
         """Keep this stream's rows of the block; return the rows after it."""
         _, last = self.ranges[stream]
-        mine = [r for r in rows if r[1] <= last]
-        self.rows.setdefault(stream, []).extend(mine)
-        if len(mine) < len(rows) or (mine and mine[-1][1] == last):
+        positions = _positions(rows)
+        count = int(np.searchsorted(positions, last, side="right"))
+        self.rows.setdefault(stream, []).append(rows.slice(0, count))
+        if count < len(positions) or (count and positions[count - 1] == last):
             self.filled.add(stream)
-        return rows[len(mine) :]
+        return rows.slice(count)
 
     def complete(self) -> bool:
         return self.filled == self.ranges.keys()
@@ -83,7 +87,8 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
         self._client = client
         self._floors = floors
         self._redo = _recorded_blocks(client, floors)
-        self._buffer: dict[str, list[Row]] = {}
+        self._inserts = _Inserts()
+        self._buffer: dict[str, list[pa.RecordBatch]] = {}
         self._ranges: dict[str, Ranges] = {}
         self._buffered = 0
         self._flush_rows = flush_rows
@@ -92,10 +97,11 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
         self._on_flush = on_flush
 
     def write_batch(self, values: list[SinkBatch]) -> None:
+        self._inserts.check()
         for batch in values:
             for table, rows in batch.tables.items():
                 rest = self._refill(table, batch.stream, rows)
-                if rest:
+                if rest.num_rows:
                     self._hold(table, batch.stream, rest)
         if (
             self._buffered >= self._flush_rows
@@ -103,10 +109,10 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
         ):
             self.flush()
 
-    def _refill(self, table: str, stream: str, rows: list[Row]) -> list[Row]:
+    def _refill(self, table: str, stream: str, rows: pa.RecordBatch) -> pa.RecordBatch:
         """Rows of blocks recorded before a crash go back into those blocks."""
         pending = self._redo.get((table, stream))
-        while pending and rows:
+        while pending and rows.num_rows:
             block = pending[0]
             rows = block.take(stream, rows)
             if stream in block.filled:
@@ -115,54 +121,69 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
                 self._insert(block.table, block.ranges, block.rows)
         return rows
 
-    def _hold(self, table: str, stream: str, rows: list[Row]) -> None:
-        self._buffer.setdefault(table, []).extend(rows)
-        self._buffered += len(rows)
+    def _hold(self, table: str, stream: str, rows: pa.RecordBatch) -> None:
+        self._buffer.setdefault(table, []).append(rows)
+        self._buffered += rows.num_rows
+        positions = _positions(rows)
         ranges = self._ranges.setdefault(table, {})
-        first = ranges[stream][0] if stream in ranges else rows[0][1]
-        ranges[stream] = (first, rows[-1][1])
+        first = ranges[stream][0] if stream in ranges else int(positions[0])
+        ranges[stream] = (first, int(positions[-1]))
 
     def flush(self) -> None:
         if not self._buffered:
             self._last_flush = time.monotonic()
             return
+        buffer, all_ranges = self._buffer, self._ranges
+        self._inserts.submit(lambda: self._write_blocks(buffer, all_ranges))
+        for table, ranges in all_ranges.items():
+            floors = self._floors.setdefault(table, {})
+            for stream, (_, last) in ranges.items():
+                floors[stream] = max(floors.get(stream, -1), last)
+        self._buffer, self._ranges, self._buffered = {}, {}, 0
+        self._last_flush = time.monotonic()
+
+    def _write_blocks(
+        self, buffer: dict[str, list[pa.RecordBatch]], all_ranges: dict[str, Ranges]
+    ) -> None:
+        """Record the blocks, then insert them: a crash between the two leaves a record
+        of blocks that a resume inserts again, with the same tokens."""
         started = time.monotonic()
         record = [
-            [table, token(table, ranges), *_columns(ranges)]
-            for table, ranges in self._ranges.items()
+            [table, token(table, ranges), *_columns(ranges)] for table, ranges in all_ranges.items()
         ]
         self._client.insert(
             BLOCKS, record, column_names=["target", "token", "streams", "firsts", "lasts"]
         )
-        for table, rows in self._buffer.items():
-            self._client.insert(
-                table,
-                rows,
-                column_names=TABLES[table],
-                settings={
-                    **_DEDUPLICATE,
-                    "insert_deduplication_token": token(table, self._ranges[table]),
-                },
-            )
-        for table, ranges in self._ranges.items():
-            floors = self._floors.setdefault(table, {})
-            for stream, (_, last) in ranges.items():
-                floors[stream] = max(floors.get(stream, -1), last)
-        self._on_flush(self._buffer, time.monotonic() - started)
-        self._buffer, self._ranges, self._buffered = {}, {}, 0
-        self._last_flush = time.monotonic()
+        inserted = {
+            table: self._write(table, all_ranges[table], batches)
+            for table, batches in buffer.items()
+        }
+        self._on_flush(inserted, time.monotonic() - started)
 
-    def _insert(self, table: str, ranges: Ranges, by_stream: dict[str, list[Row]]) -> None:
-        started = time.monotonic()
-        rows = [row for stream in sorted(by_stream) for row in by_stream[stream]]
+    def _insert(
+        self, table: str, ranges: Ranges, by_stream: dict[str, list[pa.RecordBatch]]
+    ) -> None:
+        batches = [batch for stream in sorted(by_stream) for batch in by_stream[stream]]
+
+        def insert() -> None:
+            started = time.monotonic()
+            inserted = self._write(table, ranges, batches)
+            self._on_flush({table: inserted}, time.monotonic() - started)
+
+        self._inserts.submit(insert)
+
+    def _write(self, table: str, ranges: Ranges, batches: list[pa.RecordBatch]) -> pa.Table:
+        """One block: the same rows in the same order under the same token, whichever run."""
+        rows = pa.Table.from_batches(batches)
         settings = {**_DEDUPLICATE, "insert_deduplication_token": token(table, ranges)}
-        self._client.insert(table, rows, column_names=TABLES[table], settings=settings)
-        self._on_flush({table: rows}, time.monotonic() - started)
+        self._client.insert_arrow(table, rows, settings=settings)
+        return rows
 
     def snapshot(self) -> Floors:
         """Flush first: a snapshot must never cover rows that exist only in memory. A block
         still being refilled holds its streams' floors below it, so a later resume redoes it."""
         self.flush()
+        self.drain()
         floors = {table: dict(streams) for table, streams in self._floors.items()}
         for (table, stream), pending in self._redo.items():
             if pending:
@@ -171,8 +192,48 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
                 known[stream] = min(known.get(stream, -1), first - 1)
         return floors
 
+    def drain(self) -> None:
+        """Wait until every block flushed so far is in ClickHouse, views included."""
+        self._inserts.wait()
+
     def close(self) -> None:
         self.flush()
+        self._inserts.close()
+
+
+class _Inserts:
+    """Inserts run one at a time, in order, on a thread of their own: ClickHouse works
+    outside the GIL while the worker meters the next batches. At most `_PENDING` flushes
+    wait; an insert that failed fails the next call, which stops the flow."""
+
+    _PENDING = 2
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-insert")
+        self._pending: deque[Future[None]] = deque()
+
+    def submit(self, insert: Callable[[], None]) -> None:
+        self.check()
+        while len(self._pending) >= self._PENDING:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(insert))
+
+    def check(self) -> None:
+        while self._pending and self._pending[0].done():
+            self._pending.popleft().result()
+
+    def wait(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        self.wait()
+        self._pool.shutdown()
+
+
+def _positions(rows: pa.RecordBatch) -> np.ndarray[tuple[int], np.dtype[np.uint64]]:
+    positions: np.ndarray[tuple[int], np.dtype[np.uint64]] = rows.column("position").to_numpy()
+    return positions
 
 
 def _columns(ranges: Ranges) -> tuple[list[str], list[int], list[int]]:

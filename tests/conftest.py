@@ -2,7 +2,7 @@
 
 Tests run their own stack on their own ports and data folder, so a running demo
 stack is neither used nor disturbed. `METERFLOW_TEST_PORT_BASE` (default 29000)
-moves the ports, so two test sessions can run side by side.
+moves the ports (the workers' metrics port too), so two test sessions can run side by side.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ TEST_ENV = {
     "METERFLOW_KAFKA_PORT": str(PORT_BASE + 92),
     "METERFLOW_KAFKA_CONTROLLER_PORT": str(PORT_BASE + 93),
     "METERFLOW_REGISTRY_PORT": str(PORT_BASE - 919),
+    "METERFLOW_METRICS_PORT": str(PORT_BASE + 464),
 }
 
 

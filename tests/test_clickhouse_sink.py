@@ -11,20 +11,52 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def raw_batch(stream: str, offsets: range) -> SinkBatch:
+    n = len(offsets)
     batch = SinkBatch(stream)
-    for offset in offsets:
-        batch.add(
-            RAW_EVENTS,
-            (stream, offset, "usage", 0, offset, T0, "c1", b"\x00", 1, f"e{offset}", "c1", T0),
-        )
+    batch.add(
+        RAW_EVENTS,
+        {
+            **source(stream, offsets),
+            "kafka_timestamp": [T0] * n,
+            "key": ["c1"] * n,
+            "value": [b"\x00"] * n,
+            "schema_id": [1] * n,
+            "event_id": [f"e{offset}" for offset in offsets],
+            "customer_id": ["c1"] * n,
+            "received_at": [T0] * n,
+        },
+    )
     return batch
 
 
 def duplicate_batch(stream: str, positions: range) -> SinkBatch:
+    n = len(positions)
     batch = SinkBatch(stream)
-    for p in positions:
-        batch.add(DUPLICATES, (stream, p, "usage", 0, p, f"e{p}", "c1", T0, T0, 7, 7, False))
+    batch.add(
+        DUPLICATES,
+        {
+            **source(stream, positions),
+            "event_id": [f"e{p}" for p in positions],
+            "customer_id": ["c1"] * n,
+            "timestamp": [T0] * n,
+            "first_seen_timestamp": [T0] * n,
+            "fingerprint": [7] * n,
+            "first_fingerprint": [7] * n,
+            "conflicting": [False] * n,
+        },
+    )
     return batch
+
+
+def source(stream: str, positions: range) -> dict[str, list[object]]:
+    n = len(positions)
+    return {
+        "stream": [stream] * n,
+        "position": list(positions),
+        "topic": ["usage"] * n,
+        "partition": [0] * n,
+        "offset": list(positions),
+    }
 
 
 def test_migrations_apply_once(clickhouse_dsn: str, database: str) -> None:
@@ -43,6 +75,7 @@ def test_replay_after_a_crash_writes_each_row_once(clickhouse_dsn: str, database
     snapshot = first.snapshot()
     first.write_batch([raw_batch("usage/0", range(10, 15))])
     first.flush()  # written, then the process dies before the next snapshot
+    first.drain()
 
     resumed = sink.build_part("out", "clickhouse", snapshot)
     resumed.write_batch([raw_batch("usage/0", range(10, 20))])
@@ -57,7 +90,9 @@ def test_a_restart_without_snapshot_skips_everything_already_written(
 ) -> None:
     client = connect(clickhouse_dsn, database)
     sink = ClickHouseSink(lambda: client, flush_rows=1, flush_seconds=0)
-    sink.build_part("out", "clickhouse", None).write_batch([raw_batch("usage/1", range(0, 5))])
+    first = sink.build_part("out", "clickhouse", None)
+    first.write_batch([raw_batch("usage/1", range(0, 5))])
+    first.drain()  # in ClickHouse, then the process dies
 
     again = sink.build_part("out", "clickhouse", None)
     again.write_batch([raw_batch("usage/1", range(0, 8)), raw_batch("usage/2", range(0, 3))])
@@ -80,6 +115,7 @@ def test_a_view_that_missed_an_insert_before_a_crash_gets_it_on_resume(
     first.write_batch([duplicate_batch("shard-0", range(10, 20))])
     client.command("DETACH TABLE outcomes_duplicates_mv")
     first.flush()  # the table has rows 10..19, the view does not: then the process dies
+    first.drain()
     client.command("ATTACH TABLE outcomes_duplicates_mv")
 
     resumed = sink.build_part("out", "clickhouse", snapshot)

@@ -18,17 +18,20 @@ import yaml
 from clickhouse_connect.driver.client import Client
 
 from bench.loadgen import LoadSpec, Wire, customer_ids, generate
-from flows.decode import Consumed, ConsumedGrant, Shards, dead_letter_row
-from flows.metering import ShardMeter, ShardState
+from flows.decode import Shards
 from metering.dedupe import DedupeWindow
+from metering.outcomes import DeadLetter
 from metering.rating.books import load_books
 from metering.rating.credits import CreditGrant
 from metering.rating.engine import RatingEngine
+from metering.records import Consumed, ConsumedGrant, Origin
+from metering.shard import ShardMeter, ShardState
 from schemas.event import Rejection, UsageEvent
 from schemas.validation import TimeBounds, validate
 from sinks.batch import SinkBatch
 from sinks.clickhouse import connect
-from sinks.tables import RATED_USAGE, TABLES
+from sinks.rows import dead_letter_columns, shard_batch
+from sinks.tables import RATED_USAGE
 from sinks.writer import ClickHouseSink
 
 GRAFANA = Path(__file__).resolve().parent.parent / "infra" / "grafana"
@@ -142,7 +145,7 @@ def _macro(name: str, args: list[str], ctx: Dashboard) -> str:
 class Demo:
     client: Client
     batches: list[SinkBatch]
-    rows: dict[str, list[tuple[Any, ...]]]
+    rows: dict[str, list[dict[str, Any]]]
 
 
 def _demo_batches() -> list[SinkBatch]:
@@ -153,14 +156,16 @@ def _demo_batches() -> list[SinkBatch]:
     for i, customer in enumerate(GRANTED):
         grant = CreditGrant(f"grant-{customer}", customer, Decimal(200), START - timedelta(days=1))
         pending[Shards(SHARDS, USAGE).of(customer)].append(
-            ConsumedGrant(grant, "credit-grants", 0, i, 0)
+            ConsumedGrant(grant, Origin("credit-grants", 0, i, 0))
         )
     decoded = SinkBatch(f"{USAGE}/0")
+    letters: list[DeadLetter] = []
     batches = [decoded]
 
-    def flush(received_at: datetime) -> None:
+    def flush() -> None:
         for shard, items in pending.items():
-            batches.append(meter.meter(shard, states[shard], items, received_at)[0])
+            state = states[shard]
+            batches.append(shard_batch(shard, state.positions, meter.meter(state, items)))
         pending.clear()
 
     for offset, send in enumerate(sends):
@@ -170,18 +175,16 @@ def _demo_batches() -> list[SinkBatch]:
             event: UsageEvent | Rejection = Rejection(send.expect, "as the decoder reports it")
         else:
             event = validate(send.record, send.sent_at, TimeBounds())
+        origin = Origin(USAGE, 0, offset, kafka_ms)
         if isinstance(event, Rejection):
-            row = dead_letter_row(
-                decoded.stream, len(decoded), USAGE, 0, offset, event, b"", kafka_ms, send.sent_at
-            )
-            decoded.add("dead_letters", row)
+            letters.append(DeadLetter(origin, event, b""))
             continue
-        pending[Shards(SHARDS, USAGE).of(event.customer_id)].append(
-            Consumed(event, USAGE, 0, offset, kafka_ms)
-        )
+        pending[Shards(SHARDS, USAGE).of(event.customer_id)].append(Consumed(event, origin))
         if offset % 500 == 499:
-            flush(send.sent_at)
-    flush(sends[-1].sent_at)
+            flush()
+    flush()
+    positions = range(len(letters))
+    decoded.add("dead_letters", dead_letter_columns(decoded.stream, positions, letters, START))
     return batches
 
 
@@ -208,10 +211,10 @@ def demo(chdb_path: Path) -> Demo:
         client.command(f"SYSTEM STOP MERGES {table}")
     batches = _demo_batches()
     write(client, batches)
-    rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for batch in batches:
         for table, table_rows in batch.tables.items():
-            rows[table].extend(table_rows)
+            rows[table].extend(table_rows.to_pylist(maps_as_pydicts="strict"))
     return Demo(client, batches, rows)
 
 
@@ -343,21 +346,18 @@ GRAIN = {
 
 def outcome_counts(demo: Demo) -> dict[tuple[str, str], int]:
     """Outcomes counted in Python from the rows the metering produced."""
-    rated, dead = TABLES[RATED_USAGE], TABLES["dead_letters"]
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for row in demo.rows[RATED_USAGE]:
-        late, adjustment = row[rated.index("late")], row[rated.index("adjustment")]
-        counts["adjustment" if adjustment else "late" if late else "rated", ""] += 1
+        counts["adjustment" if row["adjustment"] else "late" if row["late"] else "rated", ""] += 1
     counts["duplicate", ""] = len(demo.rows["duplicates"])
     for row in demo.rows["dead_letters"]:
-        counts["dead_letter", row[dead.index("reason")]] += 1
+        counts["dead_letter", row["reason"]] += 1
     return dict(counts)
 
 
 def money_totals(demo: Demo) -> dict[str, Decimal]:
-    columns = TABLES[RATED_USAGE]
     rows = demo.rows[RATED_USAGE]
-    return {m: sum((r[columns.index(m)] for r in rows), Decimal(0)) for m in MONEY}
+    return {m: sum((r[m] for r in rows), Decimal(0)) for m in MONEY}
 
 
 def assert_exact(demo: Demo) -> None:

@@ -9,7 +9,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from bench.loadgen import LoadSpec, live_start, run_loadgen, totals_of
 from commands.eventlogs import export_log, import_log
 from flows.settings import Settings
-from reports.replay import KafkaLog
+from reports.event_logs import KafkaLog
 from schemas.eventlog import read_event_log
 from schemas.producer import UsageProducer
 from schemas.serde import Decoder, Encoder

@@ -4,12 +4,42 @@ import socket
 import time
 import urllib.request
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows import metrics
-from flows.metering import ShardReport
-from sinks.tables import RATED_USAGE, TABLES
+from metering.dedupe import DedupeWindow
+from metering.rating.books import load_books
+from metering.rating.engine import RatingEngine
+from metering.records import Consumed, Origin
+from metering.shard import ShardMeter, ShardState
+from schemas.event import UsageEvent
+from sinks.tables import MILLIS, RATED_USAGE
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def shard_records() -> list[Consumed]:
+    """Five events rated, two of them sent again, one late by 15 minutes, one of a model
+    the price book does not have."""
+
+    def usage(event_id: str, minutes: int, model: str = "gpt-4o") -> UsageEvent:
+        return UsageEvent(
+            event_id,
+            NOW + timedelta(minutes=minutes),
+            "cust-0001",
+            "llm.tokens",
+            model,
+            "openai",
+            "realtime",
+            {"input_tokens": 1000, "output_tokens": 100},
+        )
+
+    events = [usage(f"e{i}", 20 + i) for i in range(5)]
+    events += [events[0], events[1], usage("late", 9), usage("odd", 24, "mystery-model-7b")]
+    return [Consumed(e, Origin("usage", 0, offset, 0)) for offset, e in enumerate(events)]
 
 
 def free_port() -> int:
@@ -22,17 +52,15 @@ def free_port() -> int:
 def test_metrics_endpoint_reports_outcomes_dead_letters_and_latency() -> None:
     port = free_port()
     metrics.serve("127.0.0.1", port)
-    report = ShardReport(
-        outcomes=Counter({"rated": 5, "duplicate": 2, "late": 1}),
-        dead_letters=Counter({"unknown_model": 1}),
-        lateness_seconds=[900.0],
+    outcomes = ShardMeter(RatingEngine(load_books()), allowed_lateness_us=600_000_000).meter(
+        ShardState(DedupeWindow(24 * 3600 * 10**6)), shard_records()
     )
-    metrics.record_shard("shard-001", report, dedupe_ids=8, max_event_us=1_700_000_000_000_000)
-    metrics.record_rejections({"corrupt_bytes": 3})
+    assert outcomes.counts() == {"rated": 5, "duplicate": 2, "late": 1, "dead_letter": 1}
+    metrics.record_shard("shard-001", outcomes, dedupe_ids=8, max_event_us=1_700_000_000_000_000)
+    metrics.record_rejections(Counter({"corrupt_bytes": 3}))
     metrics.record_lag("usage-events", 2, 42)
-    row = [None] * len(TABLES[RATED_USAGE])
-    row[TABLES[RATED_USAGE].index("kafka_timestamp")] = int(time.time() * 1000)
-    metrics.record_flush({RATED_USAGE: [tuple(row)]}, 0.01)
+    stamps = pa.array([int(time.time() * 1000)], MILLIS)
+    metrics.record_flush({RATED_USAGE: pa.table({"kafka_timestamp": stamps})}, 0.01)
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     samples = {

@@ -18,6 +18,10 @@ class Item:
     offset: int
     order_ms: int
 
+    @property
+    def origin(self) -> Item:
+        return self
+
 
 def partition_log(source: Source, stamps: list[int]) -> list[Item]:
     """Records of one partition: order keys are the running maximum of append times."""

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from bench.cluster import run_processes
 from bench.loadgen import LoadSpec, live_start, run_loadgen
 from bench.manifest import Manifest
 from infra import stack
@@ -111,6 +112,20 @@ def test_two_workers_give_the_same_totals_as_one(
     one, two = flow_env(tmp_path, topic, "one"), flow_env(tmp_path, topic, "two")
     assert meterflow(one, "run", "--until-end") == 0
     assert meterflow(two, "run", "--until-end", "-w", "2") == 0
+    assert usage(two)["quantities"] == expected_quantities(manifest)
+    assert comparable(usage(two)) == comparable(usage(one))
+    assert meterflow(two, "reconcile") == 0
+
+
+def test_two_processes_give_the_same_totals_as_one(
+    loaded: tuple[str, Manifest], tmp_path: Path
+) -> None:
+    """A two-process cluster on loopback: shards, partitions and the sink spread over
+    the processes, rows cross between them, and the totals are those of one process."""
+    topic, manifest = loaded
+    one, two = flow_env(tmp_path, topic, "one"), flow_env(tmp_path, topic, "two")
+    assert run_processes(one, 1, "--until-end") == [0]
+    assert run_processes(two, 2, "--until-end") == [0, 0]
     assert usage(two)["quantities"] == expected_quantities(manifest)
     assert comparable(usage(two)) == comparable(usage(one))
     assert meterflow(two, "reconcile") == 0

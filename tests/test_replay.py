@@ -12,28 +12,33 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from bench.loadgen import LoadSpec, Send, WireEncoders, generate, live_start
-from flows.decode import ConsumedGrant, Shards, split_batch, usage_parser
-from flows.kafka_source import ConsumedBatch, Record
-from flows.metering import ShardMeter, ShardState
+from flows.decode import Shards, split_batch, usage_parser
 from flows.settings import Settings
 from metering.dedupe import DedupeWindow
 from metering.rating.books import CATALOGUE, load_books
 from metering.rating.credits import CreditGrant
 from metering.rating.engine import RatingEngine
-from reports.replay import COLUMNS, FileLog, KafkaLog, RawLog, ReplayDiff, replay
+from metering.records import ConsumedBatch, ConsumedGrant, Origin, Record
+from metering.shard import ShardMeter, ShardState
+from metering.stopwatch import Stopwatch
+from reports.event_logs import FileLog, KafkaLog, RawLog
+from reports.replay import COLUMNS, replay
+from reports.replay_diff import ReplayDiff
 from schemas.event import RejectReason, to_micros
 from schemas.eventlog import write_event_log
 from schemas.serde import Decoder, Encoder
 from schemas.validation import TimeBounds
-from sinks.batch import Row
+from sinks.batch import SinkBatch
 from sinks.clickhouse import connect
-from sinks.tables import TABLES
+from sinks.rows import shard_batch
+from sinks.tables import SCHEMAS
 
 TOPIC = "usage"
 LIVE_BOUNDS = TimeBounds()
@@ -53,23 +58,26 @@ def run_live(
     bounds: TimeBounds = LIVE_BOUNDS,
     partitions: int = 2,
     shards: int = 4,
-) -> dict[str, list[Row]]:
+) -> dict[str, list[dict[str, Any]]]:
     """What the flow does with `sends`, minus Bytewax: bytes keyed by customer onto
     partitions, decoded and split per batch, metered per shard, every row stored."""
     encoders, parse = WireEncoders(registry), usage_parser(Decoder(registry), bounds)
     sharding = Shards(shards, TOPIC)
     meter = ShardMeter(RatingEngine(load_books()), allowed_lateness_us=HOUR_US // 6)
     states: dict[str, ShardState] = {}
-    tables: dict[str, list[Row]] = {}
+    tables: dict[str, list[pa.RecordBatch]] = {}
+
+    def keep(batch: SinkBatch) -> None:
+        for table, rows in batch.tables.items():
+            tables.setdefault(table, []).append(rows)
 
     def store(shard: str, items: list[Any]) -> None:
         state = states.setdefault(shard, ShardState(DedupeWindow(24 * HOUR_US)))
-        out, _ = meter.meter(shard, state, items, datetime.now(UTC))
-        for table, rows in out.tables.items():
-            tables.setdefault(table, []).extend(rows)
+        keep(shard_batch(shard, state.positions, meter.meter(state, items)))
 
     for offset, grant in enumerate(grants):
-        store(sharding.of(grant.customer_id), [ConsumedGrant(grant, "grants", 0, offset, 0)])
+        origin = Origin("grants", 0, offset, 0)
+        store(sharding.of(grant.customer_id), [ConsumedGrant(grant, origin)])
     offsets = [0] * partitions
     for start in range(0, len(sends), 200):
         pending: dict[int, list[Record]] = {}
@@ -81,14 +89,16 @@ def run_live(
             offsets[p] += 1
         for p, records in pending.items():
             batch = ConsumedBatch(TOPIC, p, records, time.time(), records[-1].order_ms)
-            audit, by_shard = split_batch(batch, parse, sharding)
-            for table, rows in audit.tables.items():
-                tables.setdefault(table, []).extend(rows)
-            for shard, part in by_shard:
+            decoded = split_batch(batch, parse, sharding, Stopwatch())
+            keep(decoded.audit)
+            for shard, part in decoded.shards:
                 store(shard, part.items)
-    for table, rows in tables.items():
-        client.insert(table, rows, column_names=TABLES[table])
-    return tables
+    for table, batches in tables.items():
+        client.insert_arrow(table, pa.Table.from_batches(batches))
+    return {
+        table: pa.Table.from_batches(batches).to_pylist(maps_as_pydicts="strict")
+        for table, batches in tables.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -261,12 +271,24 @@ def test_raw_records_are_judged_by_the_clock_that_received_them(
                 "properties": {},
             }
         )
-        coordinates = (TOPIC, offset, TOPIC, 0, offset, received)
         rows.append(
-            (*coordinates, "cust-0001", value, encoder.schema_id, event_id, "cust-0001", received)
+            {
+                "stream": TOPIC,
+                "position": offset,
+                "topic": TOPIC,
+                "partition": 0,
+                "offset": offset,
+                "kafka_timestamp": received,
+                "key": "cust-0001",
+                "value": value,
+                "schema_id": encoder.schema_id,
+                "event_id": event_id,
+                "customer_id": "cust-0001",
+                "received_at": received,
+            }
         )
     client = connect(clickhouse_dsn, database)
-    client.insert("raw_events", rows, column_names=TABLES["raw_events"])
+    client.insert_arrow("raw_events", pa.Table.from_pylist(rows, schema=SCHEMAS["raw_events"]))
     settings = Settings(clickhouse_dsn=clickhouse_dsn, clickhouse_database=database)
     diff = replay(settings, "clock", RawLog(client, TOPIC, Decoder(registry)), progress=False)
 

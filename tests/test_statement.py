@@ -27,9 +27,8 @@ from reports.statement import (
     write_json,
 )
 from schemas.validation import TimeBounds
-from sinks.batch import Row
 from sinks.clickhouse import connect
-from sinks.tables import LATE_ADJUSTMENTS, RATED_USAGE, TABLES
+from sinks.tables import LATE_ADJUSTMENTS, RATED_USAGE
 
 PAST = TimeBounds(max_age=None)
 """The flow's bounds minus the age limit: the test months are behind the wall clock."""
@@ -46,12 +45,15 @@ def registry() -> SchemaRegistryClient:
     return SchemaRegistryClient.new_client({"url": "mock://"})
 
 
-def as_dicts(rows: dict[str, list[Row]], table: str) -> list[dict[str, Any]]:
-    return [dict(zip(TABLES[table], row, strict=True)) for row in rows.get(table, [])]
+Rows = dict[str, list[dict[str, Any]]]
+
+
+def as_dicts(rows: Rows, table: str) -> list[dict[str, Any]]:
+    return rows.get(table, [])
 
 
 def billed_in(
-    rows: dict[str, list[Row]], customer: str, start: datetime, end: datetime
+    rows: Rows, customer: str, start: datetime, end: datetime
 ) -> list[Decimal]:
     """Billable amounts a statement of [start, end) must bill, from the rows the flow wrote:
     usage of the period that was not a late adjustment, and the late adjustments whose

@@ -1,0 +1,81 @@
+"""What a shard decides for each record: typed outcomes, not table rows.
+
+Each kind is kept in the shard's order; `sinks.rows` turns them into the columns of
+their tables and `flows.metrics` counts them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from metering.rating.alerts import Alert
+from metering.rating.credits import CreditExpiry
+from metering.rating.lines import RatedLine
+from metering.records import Consumed, ConsumedGrant, Origin
+from schemas.event import Rejection
+
+
+@dataclass(frozen=True, slots=True)
+class Rated:
+    consumed: Consumed
+    line: RatedLine
+    late: bool
+    """Behind the watermark (the shard's newest event time less the allowed lateness)."""
+    lateness_ms: int
+    adjustment: bool
+    """Late into a period that had already closed: it also leaves a late adjustment."""
+    watermark_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    consumed: Consumed
+    first_us: int
+    """Event time of the first arrival, which was counted."""
+    first_fingerprint: int
+
+    @property
+    def conflicting(self) -> bool:
+        """A re-send whose body differs from the first: a producer bug worth seeing."""
+        return self.first_fingerprint != self.consumed.fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    origin: Origin
+    rejection: Rejection
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GrantApplied:
+    consumed: ConsumedGrant
+    amount: Decimal
+    """The grant's credits in currency."""
+
+
+@dataclass
+class Outcomes:
+    """A batch's outcomes by kind; together they account for every record metered."""
+
+    rated: list[Rated] = field(default_factory=list)
+    duplicates: list[Duplicate] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    grants: list[GrantApplied] = field(default_factory=list)
+    expiries: list[CreditExpiry] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+    def counts(self) -> Counter[str]:
+        """Records by outcome, as `meterflow_events_total` labels them."""
+        counts: Counter[str] = Counter()
+        for rated in self.rated:
+            counts["adjustment" if rated.adjustment else "late" if rated.late else "rated"] += 1
+        for duplicate in self.duplicates:
+            counts["conflicting_duplicate" if duplicate.conflicting else "duplicate"] += 1
+        counts["dead_letter"] += len(self.dead_letters)
+        return counts
+
+    def reasons(self) -> Counter[str]:
+        return Counter(str(letter.rejection.reason) for letter in self.dead_letters)
