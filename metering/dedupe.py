@@ -6,10 +6,10 @@ tell a conflicting re-send) and the hour of its event time (to forget it): 24 by
 Two ids share a fingerprint with probability about n^2 / 2^129, 1.5e-21 for a billion
 ids in one shard.
 
-Ids seen since the last seal are a dict; `seal` (at every snapshot) freezes them into
-an immutable sorted run written once to files of its own and mapped from them, so a
-snapshot holds the names of files, never the ids, and memory holds the pages lookups
-touch. Runs are merged
+Ids seen since the last seal are a dict; `seal` (at a snapshot, once there are a few
+thousand) freezes them into an immutable sorted run written once to files of its own
+and mapped from them, so a snapshot holds the names of files and at most those few
+thousand ids, and memory holds the pages lookups touch. Runs are merged
 two by two as they grow (each id is rewritten about log2(window / epoch) times),
 dropping the ids past the horizon, and a run wholly past it is dropped. A lookup is a
 binary search in each run, for a whole batch at once.
@@ -117,6 +117,8 @@ class DedupeWindow:
     folder: Path | None = None
     """Where sealed runs are written; None keeps everything in the epoch dict (replays)."""
     max_event_us: int = 0
+    seal_ids: int = 4096
+    """Ids since the last seal that make `seal` write a run."""
     fresh: dict[bytes, tuple[int, int]] = field(default_factory=dict)
     """Ids since the last seal -> (event time, content fingerprint)."""
     runs: list[_Run] = field(default_factory=list)
@@ -168,8 +170,10 @@ class DedupeWindow:
         return found
 
     def seal(self) -> None:
-        """Freeze the epoch's ids into a run, merge runs as they grow, forget what is past
-        the horizon. Called before every snapshot; without a folder it does nothing."""
+        """Freeze the ids since the last seal into a run once there are `seal_ids` of them,
+        merge runs as they grow, forget what is past the horizon. Called before every
+        snapshot; without a folder it does nothing. Fewer ids stay in the dict, which the
+        snapshot holds: a file, its fsync and a merge cost more than pickling them."""
         if self.folder is None:
             return
         for path, left in self.retired:
@@ -178,7 +182,7 @@ class DedupeWindow:
                     path.with_suffix(f".{name}.npy").unlink(missing_ok=True)
         self.retired = [(path, left - 1) for path, left in self.retired if left]
         floor = (self.max_event_us - self.horizon_us) // BUCKET_US
-        if self.fresh:
+        if self.fresh and len(self.fresh) >= self.seal_ids:
             keys = np.array(list(self.fresh), dtype=_KEY)
             values = np.array(list(self.fresh.values()), dtype=np.int64).reshape(-1, 2)
             hours = (values[:, 0] // BUCKET_US).astype(np.uint32)
@@ -215,6 +219,7 @@ class DedupeWindow:
             "horizon_us": self.horizon_us,
             "folder": self.folder,
             "max_event_us": self.max_event_us,
+            "seal_ids": self.seal_ids,
             "fresh": self.fresh,
             "runs": [(run.path, run.last_hour) for run in self.runs],
             "retired": self.retired,
@@ -224,6 +229,7 @@ class DedupeWindow:
         self.horizon_us = state["horizon_us"]
         self.folder = state["folder"]
         self.max_event_us = state["max_event_us"]
+        self.seal_ids = state["seal_ids"]
         self.fresh = state["fresh"]
         self.runs = [_Run(path, last_hour) for path, last_hour in state["runs"]]
         self.retired = state["retired"]

@@ -17,7 +17,7 @@ def test_resend_inside_horizon_is_a_duplicate() -> None:
 
 
 def test_ids_past_the_horizon_are_forgotten_and_old_events_refused(tmp_path: Path) -> None:
-    window = DedupeWindow(horizon_us=2 * HOUR, folder=tmp_path)
+    window = DedupeWindow(horizon_us=2 * HOUR, folder=tmp_path, seal_ids=1)
     window.check("c1", "old", 0)
     window.seal()
     window.check("c1", "new", 5 * HOUR)
@@ -28,7 +28,7 @@ def test_ids_past_the_horizon_are_forgotten_and_old_events_refused(tmp_path: Pat
 
 
 def test_a_sealed_duplicate_reports_its_first_content_and_hour(tmp_path: Path) -> None:
-    window = DedupeWindow(horizon_us=24 * HOUR, folder=tmp_path)
+    window = DedupeWindow(horizon_us=24 * HOUR, folder=tmp_path, seal_ids=1)
     window.check("c1", "e1", 10 * HOUR + 5, content=42)
     window.seal()
     (seen,) = window.check_batch([("c1", "e1", 10 * HOUR + 5, 43)])
@@ -46,14 +46,15 @@ def test_a_sealed_duplicate_reports_its_first_content_and_hour(tmp_path: Path) -
             st.sampled_from("abc"), st.integers(0, 60), st.sampled_from(["", "seal", "snap"])
         ),
         max_size=300,
-    )
+    ),
+    st.integers(1, 8),
 )
 def test_a_resent_event_is_never_fresh_twice(
-    tmp_path: Path, sends: list[tuple[str, int, str]]
+    tmp_path: Path, sends: list[tuple[str, int, str]], seal_ids: int
 ) -> None:
     """Re-sends repeat the record, so an id always carries the same event time (here: its
-    hour); seals and snapshot round trips anywhere change nothing."""
-    window = DedupeWindow(horizon_us=6 * HOUR, folder=tmp_path)
+    hour); seals (of however many ids) and snapshot round trips anywhere change nothing."""
+    window = DedupeWindow(horizon_us=6 * HOUR, folder=tmp_path, seal_ids=seal_ids)
     counted: set[tuple[str, int]] = set()
     max_us = 0
     for customer, event, then in sends:
