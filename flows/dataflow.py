@@ -183,8 +183,12 @@ class _MeterLogic(StatefulBatchLogic[ShardItems, SinkBatch, bytes]):
 
 
 def build_flow(
-    settings: Settings, until: float | None = None, on_flush: OnFlush = metrics.record_flush
+    settings: Settings,
+    until: float | None = None,
+    on_flush: OnFlush = metrics.record_flush,
+    workers: int = 1,
 ) -> Dataflow:
+    """`workers`: of the whole cluster, which a server's sink partitions follow."""
     steps = _Steps(settings)
     flow = Dataflow("meterflow")
 
@@ -207,6 +211,7 @@ def build_flow(
         settings.sink_batch_rows,
         settings.sink_flush_seconds,
         on_flush,
+        sink_partitions(settings, workers),
     )
     op.output("clickhouse", rows, sink)
     bootstrap = settings.kafka_bootstrap
@@ -221,6 +226,16 @@ def build_flow(
     )
     op.output("alerts_topic", alerts, CheckedTopicSink(bootstrap, settings.alerts_topic))
     return flow
+
+
+def sink_partitions(settings: Settings, workers: int) -> int:
+    embedded = settings.clickhouse_dsn.startswith("chdb://")
+    if embedded and settings.sink_partitions > 1:
+        raise ValueError(
+            f"METERFLOW_SINK_PARTITIONS is {settings.sink_partitions}, but chDB "
+            f"({settings.clickhouse_dsn}) is opened by one process: it takes 1"
+        )
+    return settings.sink_partitions or (1 if embedded else workers)
 
 
 def decode(

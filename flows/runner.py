@@ -51,11 +51,12 @@ def run(
         settings.snapshot_seconds,
         recovery,
     )
+    cluster = addresses.split(";") if addresses else None
     cli_main(
-        build_flow(settings, until, on_flush),
+        build_flow(settings, until, on_flush, workers * len(cluster or [""])),
         workers_per_process=workers,
         process_id=process_id,
-        addresses=addresses.split(";") if addresses else None,
+        addresses=cluster,
         epoch_interval=timedelta(seconds=settings.snapshot_seconds),
         recovery_config=RecoveryConfig(str(recovery)),
     )

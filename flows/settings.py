@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     metrics_port: int = 9464
     sink_batch_rows: int = 10_000
     sink_flush_seconds: float = 1.0
+    sink_partitions: int = 0
+    """Sink partitions; 0: one for chDB, one per worker of the cluster for a server."""
 
     @classmethod
     def settings_customise_sources(

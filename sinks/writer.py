@@ -20,6 +20,7 @@ older than that, so a recovery store lives as long as its database.
 from __future__ import annotations
 
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -79,6 +80,7 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
     def __init__(
         self,
         client: Client,
+        owns: Callable[[str], bool],
         floors: Floors,
         flush_rows: int,
         flush_seconds: float,
@@ -86,7 +88,7 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
     ):
         self._client = client
         self._floors = floors
-        self._redo = _recorded_blocks(client, floors)
+        self._redo = _recorded_blocks(client, floors, owns)
         self._inserts = _Inserts()
         self._buffer: dict[str, list[pa.RecordBatch]] = {}
         self._ranges: dict[str, Ranges] = {}
@@ -241,9 +243,16 @@ def _columns(ranges: Ranges) -> tuple[list[str], list[int], list[int]]:
     return streams, [ranges[s][0] for s in streams], [ranges[s][1] for s in streams]
 
 
-def _recorded_blocks(client: Client, floors: Floors) -> dict[tuple[str, str], list[_Block]]:
-    """The blocks recorded past the snapshot's floors, each listed under its streams in
-    position order; rows are deterministic, so their order is the order of their ranges."""
+def _part_of(stream: str, partitions: int) -> int:
+    return zlib.crc32(stream.encode()) % partitions
+
+
+def _recorded_blocks(
+    client: Client, floors: Floors, owns: Callable[[str], bool]
+) -> dict[tuple[str, str], list[_Block]]:
+    """This partition's blocks recorded past its snapshot's floors, each listed under its
+    streams in position order; rows are deterministic, so their order is the order of
+    their ranges. A block is one partition's, so its first stream tells whose."""
     result = client.query(
         f"""
         SELECT target, streams, firsts, lasts FROM {BLOCKS} FINAL
@@ -258,6 +267,8 @@ def _recorded_blocks(client: Client, floors: Floors) -> dict[tuple[str, str], li
     )
     redo: dict[tuple[str, str], list[_Block]] = {}
     for table, streams, firsts, lasts in result.result_rows:
+        if not owns(streams[0]):
+            continue
         block = _Block(
             table, {s: (lo, hi) for s, lo, hi in zip(streams, firsts, lasts, strict=True)}
         )
@@ -269,7 +280,10 @@ def _recorded_blocks(client: Client, floors: Floors) -> dict[tuple[str, str], li
 
 
 class ClickHouseSink(FixedPartitionedSink[SinkBatch, Floors]):
-    """One sink partition: with chDB only one process may open the data path."""
+    """`partitions` sink partitions, each a stream's only writer: Bytewax spreads them
+    over the workers, so against a ClickHouse server inserts spread with the workers.
+    With chDB only one process may open the data path: one partition. The number is
+    part of the recovery store's state, fixed for its life."""
 
     def __init__(
         self,
@@ -277,23 +291,29 @@ class ClickHouseSink(FixedPartitionedSink[SinkBatch, Floors]):
         flush_rows: int,
         flush_seconds: float,
         on_flush: OnFlush = lambda rows, seconds: None,
+        partitions: int = 1,
     ):
         self._connect = connect
         self._flush_rows = flush_rows
         self._flush_seconds = flush_seconds
         self._on_flush = on_flush
+        self._partitions = partitions
 
     def list_parts(self) -> list[str]:
-        return ["clickhouse"]
+        if self._partitions == 1:
+            return ["clickhouse"]
+        return [f"clickhouse-{i}-of-{self._partitions}" for i in range(self._partitions)]
 
     def part_fn(self, item_key: str) -> int:
-        return 0
+        return _part_of(item_key, self._partitions)
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Floors | None
     ) -> _ClickHousePartition:
+        index = self.list_parts().index(for_part)
         return _ClickHousePartition(
             self._connect(),
+            lambda stream: _part_of(stream, self._partitions) == index,
             resume_state or {},
             self._flush_rows,
             self._flush_seconds,

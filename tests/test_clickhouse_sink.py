@@ -54,7 +54,7 @@ def source(stream: str, positions: range) -> dict[str, list[object]]:
         "stream": [stream] * n,
         "position": list(positions),
         "topic": ["usage"] * n,
-        "partition": [0] * n,
+        "partition": [int(stream.split("/")[1]) if "/" in stream else 0] * n,
         "offset": list(positions),
     }
 
@@ -128,3 +128,40 @@ def test_a_view_that_missed_an_insert_before_a_crash_gets_it_on_resume(
     ).result_rows
     assert table == [(26, 26)]
     assert view == [(26,)]
+
+
+def test_partitions_each_write_and_recover_only_their_own_streams(
+    clickhouse_dsn: str, database: str
+) -> None:
+    """Against a server the sink has a partition per worker: each stream has one writer,
+    and a partition resuming after a crash redoes its own blocks, not another's."""
+    client = connect(clickhouse_dsn, database)
+    sink = ClickHouseSink(lambda: client, flush_rows=1_000_000, flush_seconds=3600, partitions=2)
+    parts = sink.list_parts()
+    streams = [f"usage/{p}" for p in range(8)]
+    owner = {stream: parts[sink.part_fn(stream)] for stream in streams}
+    assert set(owner.values()) == set(parts)
+    built = {part: sink.build_part("out", part, None) for part in parts}
+    for stream in streams:
+        built[owner[stream]].write_batch([raw_batch(stream, range(0, 10))])
+    snapshots = {part: p.snapshot() for part, p in built.items()}
+    crashed = parts[0]
+    for stream in streams:
+        built[owner[stream]].write_batch([raw_batch(stream, range(10, 15))])
+    built[crashed].flush()  # written, then its worker dies before the next snapshot
+    built[crashed].drain()
+    built[parts[1]].close()
+
+    resumed = sink.build_part("out", crashed, snapshots[crashed])
+    for stream in streams:
+        if owner[stream] == crashed:
+            resumed.write_batch([raw_batch(stream, range(10, 20))])
+    resumed.close()
+
+    rows = client.query(
+        f"SELECT stream, count(), uniqExact(offset) FROM {RAW_EVENTS} GROUP BY stream"
+    ).result_rows
+    expected = {s: 20 if owner[s] == crashed else 15 for s in streams}
+    assert {stream: (n, unique) for stream, n, unique in rows} == {
+        s: (n, n) for s, n in expected.items()
+    }
