@@ -274,7 +274,7 @@ def _version(version_id: str, start: int, end: int, terms: TermsSpec) -> Contrac
         tier=terms.customer_tier or DEFAULT_TIER,
         discount=CONTEXT.divide(terms.discount_percent or ZERO, HUNDRED),
         rates={
-            (r.meter, r.model, r.mode): PriceEntry(entry_id, r.schedules())
+            (r.meter, r.model, r.mode): PriceEntry(entry_id, r.schedules(), r.charge())
             for r in terms.rates or []
         },
         base_fee=subscription.base_fee,

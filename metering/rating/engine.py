@@ -10,13 +10,14 @@ Deduplication happens upstream: every event passed in is rated.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, localcontext
 
 from metering.rating.alerts import Alert
 from metering.rating.books import Books
 from metering.rating.budgets import spend
+from metering.rating.charges import Charge, Matrix
 from metering.rating.contracts import ContractVersion, Customer
 from metering.rating.credits import (
     CreditExpiry,
@@ -31,8 +32,8 @@ from metering.rating.lines import Fee, RatedLine, RatingResult
 from metering.rating.money import CONTEXT, STEP, ZERO, fmt, q18, q18_down
 from metering.rating.periods import overlap
 from metering.rating.resolve import Resolution, Resolver
-from metering.rating.state import CustomerState, Discount, Pool, RatingState, Tally
-from metering.rating.tiers import ONE
+from metering.rating.state import Carried, CustomerState, Discount, Pool, RatingState, Tally
+from metering.rating.tiers import ONE, Schedule
 from schemas.event import Rejection, RejectReason, UsageEvent, from_micros, to_micros
 
 _NO_TIERS: tuple[str, ...] = ()
@@ -158,12 +159,18 @@ class RatingEngine:
             )
         start, end, period_start = self._period(customer, ts_us)
         cs = state.customer(customer.id)
-        if res.simple:
-            amounts = self._flat(cs, res, start, ev)
+        charges: dict[str, Decimal] = {}
+        if res.charge is not None:
+            carried = self._carried(cs, res, start, ev, res.charge, charges)
+            if isinstance(carried, str):
+                return Rejection(RejectReason.INVALID_FIELD, carried, ev.event_id, ev.customer_id)
+            amounts, unit_prices, tiers = carried
+        elif res.simple:
+            amounts = self._flat(cs, res.schedules, res.rid, start, ev)
             unit_prices = {d: res.unit_prices.get(d, ZERO) for d in ev.quantities}
             tiers = _NO_TIERS
         else:
-            amounts, unit_prices, tiers = self._tiered(cs, res, terms, start, end, ev)
+            amounts, unit_prices, tiers = self._tiered(cs, res, terms, start, end, ev, charges)
         amount = sum(amounts.values(), ZERO)
         discount = self._discount(cs, res, terms, start, amount)
         revenue = amount - discount
@@ -206,12 +213,53 @@ class RatingEngine:
             res.price_version,
             terms.id,
             cost_version,
+            charges,
         )
 
+    def _carried(
+        self,
+        cs: CustomerState,
+        res: Resolution,
+        start: int,
+        ev: UsageEvent,
+        charge: Charge,
+        charges: dict[str, Decimal],
+    ) -> tuple[dict[str, Decimal], dict[str, Decimal], tuple[str, ...]] | str:
+        """A price on what the event carries; a string says why the event cannot be rated
+        (checked before any state changes)."""
+        if isinstance(charge, Matrix):
+            picked = charge.pick(ev)
+            if isinstance(picked, str):
+                return picked
+            label, schedules = picked
+            amounts = self._flat(cs, schedules, f"{res.rid}|{label}", start, ev)
+            unit_prices = {
+                d: ZERO if (s := schedules.get(d)) is None else q18(s.rates[0] / s.per)
+                for d in ev.quantities
+            }
+            return amounts, unit_prices, (f"matrix {label}",)
+        value = charge.amount.read(ev)
+        if isinstance(value, str):
+            return value
+        tally = cs.carried.get((start, res.rid))
+        if tally is None:
+            tally = cs.carried[start, res.rid] = Carried()
+        parts = charge.charge(tally, value)
+        charges.update((kind, part) for kind, part in parts.items() if part)
+        on = charge.amount.dimension or min(ev.quantities)
+        amounts = dict.fromkeys(ev.quantities, ZERO)
+        amounts[on] = sum(parts.values(), ZERO)
+        return amounts, dict.fromkeys(ev.quantities, ZERO), (f"{charge.kind} of {fmt(value)}",)
+
     def _flat(
-        self, cs: CustomerState, res: Resolution, start: int, ev: UsageEvent
+        self,
+        cs: CustomerState,
+        schedules: Mapping[str, Schedule],
+        rid: str,
+        start: int,
+        ev: UsageEvent,
     ) -> dict[str, Decimal]:
-        usage, schedules, rid = cs.usage, res.schedules, res.rid
+        usage = cs.usage
         amounts = {}
         for dim, q in ev.quantities.items():
             key = (start, rid, dim)
@@ -237,6 +285,7 @@ class RatingEngine:
         start: int,
         end: int,
         ev: UsageEvent,
+        charges: dict[str, Decimal],
     ) -> tuple[dict[str, Decimal], dict[str, Decimal], tuple[str, ...]]:
         scale = self._scale(start, end, res.rid, res.start_us, res.end_us)
         amounts: dict[str, Decimal] = {}
@@ -255,6 +304,8 @@ class RatingEngine:
                 new = q18(schedule.price(after, scale))
                 unit_prices[dim] = schedule.unit_price(after, scale)
                 tiers += schedule.describe(dim, before, after, scale)
+                if schedule.packaged or any(schedule.fees):
+                    _breakdown(charges, schedule, before, after, scale)
             gross = new - tally.amount
             tally.quantity, tally.amount = after, new
             pool = res.pools.get(dim)
@@ -358,6 +409,20 @@ class RatingEngine:
                 end - start
             )
         return scale
+
+
+def _breakdown(
+    charges: dict[str, Decimal], schedule: Schedule, before: int, after: int, scale: Decimal
+) -> None:
+    """Band fees and package charges of the units (before, after], telescoped like amounts."""
+    units_before, fees_before = schedule.split(before, scale)
+    units_after, fees_after = schedule.split(after, scale)
+    parts = {"band_fee": q18(fees_after) - q18(fees_before)}
+    if schedule.packaged:
+        parts["package"] = q18(units_after) - q18(units_before)
+    for kind, part in parts.items():
+        if part:
+            charges[kind] = charges.get(kind, ZERO) + part
 
 
 def _split(delta: Decimal, members: _Members) -> dict[str, Decimal]:
