@@ -6,8 +6,11 @@ order the flow meters a shard in; a grant lapses where the watermark (the newest
 time less the allowed lateness) passes its expiry, as in the flow. Rated
 lines go to `out` as JSON, one per event; a bad line is reported on `err` as
 `line N: reason: detail` and the rest are still rated. The per-customer summary on `err`
-is the statement level, where amounts are rounded to cents; base fees are included for
-every period in which the customer had usage.
+is the statement level, where amounts are rounded to cents; base fees and commitment
+lines (a true-up below a minimum spend, a negative cap above a maximum; see
+`metering.rating.commitments`) are included for every period in which the customer had
+usage, settled at the end of the file as at period close, and each commitment line is
+reported on `err` as `period: ...`.
 
 Exit code: 0 all lines rated, 1 some lines rejected, 2 books or file unusable.
 """
@@ -76,7 +79,7 @@ def _rate_lines(
     state, now, bounds = RatingState(), utc_now(), TimeBounds(max_age=None)
     totals: dict[str, Totals] = {}
     fees: dict[str, Decimal] = {}
-    periods: set[tuple[str, datetime]] = set()
+    periods: dict[tuple[str, datetime], dict[str | None, Totals]] = {}
     alerts: list[Alert] = []
     bad = 0
     for number, text in enumerate(source, start=1):
@@ -102,13 +105,18 @@ def _rate_lines(
                     out.write(line.to_json() + "\n")
                     so_far = totals.get(line.customer_id, Totals())
                     totals[line.customer_id] = so_far + Totals.of(line)
-                    periods.add((line.customer_id, line.period_start))
+                    usage = periods.setdefault((line.customer_id, line.period_start), {})
+                    version = line.contract_version
+                    usage[version] = usage.get(version, Totals()) + Totals.of(line)
         if problem is not None:
             bad += 1
             print(line_problem(number, problem), file=err)
-    for customer_id, period_start in sorted(periods):
-        for fee in engine.period_fees(customer_id, period_start):
-            fees[customer_id] = fees.get(customer_id, ZERO) + fee.amount
+    for (customer_id, period_start), usage in sorted(periods.items()):
+        charged = [fee.amount for fee in engine.period_fees(customer_id, period_start)]
+        for period_line in engine.settle(customer_id, period_start, usage):
+            charged.append(period_line.amount)
+            print(f"period: {json.dumps(period_line.to_row(), default=str)}", file=err)
+        fees[customer_id] = fees.get(customer_id, ZERO) + sum(charged, ZERO)
     return totals, fees, alerts, bad
 
 

@@ -306,6 +306,8 @@ class ShardMeter:
                 adjustment,
                 c.kafka_timestamp_ms,
                 rated_at,
+                line.charges,
+                line.corrects,
             ),
         )
         if adjustment:

@@ -79,6 +79,8 @@ TABLES: dict[str, tuple[str, ...]] = {
         "adjustment",
         "kafka_timestamp",
         "rated_at",
+        "charges",
+        "corrects",
     ),
     LATE_ADJUSTMENTS: (
         *_SOURCE,

@@ -18,6 +18,7 @@ from metering.rating.alerts import Alert
 from metering.rating.books import Books
 from metering.rating.budgets import spend
 from metering.rating.charges import Charge, Matrix
+from metering.rating.commitments import PeriodLine, settle
 from metering.rating.contracts import ContractVersion, Customer
 from metering.rating.credits import (
     CreditExpiry,
@@ -34,6 +35,7 @@ from metering.rating.periods import overlap
 from metering.rating.resolve import Resolution, Resolver
 from metering.rating.state import Carried, CustomerState, Discount, Pool, RatingState, Tally
 from metering.rating.tiers import ONE, Schedule
+from metering.rating.totals import Totals
 from schemas.event import Rejection, RejectReason, UsageEvent, from_micros, to_micros
 
 _NO_TIERS: tuple[str, ...] = ()
@@ -133,6 +135,17 @@ class RatingEngine:
                 if v.base_fee and (share := overlap(start, end, v.start_us, v.end_us))
             ]
 
+    def settle(
+        self, customer_id: str, period_start: datetime, usage: Mapping[str | None, Totals]
+    ) -> list[PeriodLine]:
+        """Commitment lines of a closed period from its usage per contract version."""
+        customer = self._customers.get(customer_id)
+        if customer is None:
+            return []
+        start, end = customer.billing.period(to_micros(period_start))
+        with localcontext(CONTEXT):
+            return settle(customer, start, end, usage)
+
     def _rate(
         self, state: RatingState, ev: UsageEvent, alerts: list[Alert]
     ) -> RatedLine | Rejection:
@@ -159,6 +172,13 @@ class RatingEngine:
             )
         start, end, period_start = self._period(customer, ts_us)
         cs = state.customer(customer.id)
+        if ev.corrects is not None:
+            problem = _uncorrectable(cs, res, start, ev, ev.corrects)
+            if problem is not None:
+                return Rejection(
+                    RejectReason.INVALID_CORRECTION, problem, ev.event_id, ev.customer_id
+                )
+            cs.corrected[start, ev.corrects] = ev.event_id
         charges: dict[str, Decimal] = {}
         if res.charge is not None:
             carried = self._carried(cs, res, start, ev, res.charge, charges)
@@ -184,6 +204,8 @@ class RatingEngine:
                     customer.id, cs, used, terms.credits, value, ts_us, period_start, ev.timestamp
                 )
         billable = revenue - credits
+        if ev.corrects is not None:
+            tiers = (*tiers, f"corrects {ev.corrects}")
         if terms.budget is not None:
             alerts += spend(
                 customer.id, cs, terms.budget, billable, start, period_start, ev.timestamp
@@ -214,6 +236,7 @@ class RatingEngine:
             terms.id,
             cost_version,
             charges,
+            ev.corrects,
         )
 
     def _carried(
@@ -409,6 +432,29 @@ class RatingEngine:
                 end - start
             )
         return scale
+
+
+def _uncorrectable(
+    cs: CustomerState, res: Resolution, start: int, ev: UsageEvent, original: str
+) -> str | None:
+    """Why a correction cannot apply: a second correction of the same event, a charge
+    per transaction, or a dimension's period total that would fall below zero."""
+    if (done := cs.corrected.get((start, original))) is not None:
+        return f"event {original!r} was already corrected by {done!r} in this period"
+    rid = res.rid
+    if isinstance(res.charge, Matrix):
+        picked = res.charge.pick(ev)
+        if isinstance(picked, str):
+            return picked
+        rid = f"{rid}|{picked[0]}"
+    elif res.charge is not None:
+        return f"a {res.charge.kind} charge is per transaction: it cannot be corrected by quantity"
+    for dim, q in ev.quantities.items():
+        tally = cs.usage.get((start, rid, dim))
+        rated = 0 if tally is None else tally.quantity
+        if rated + q < 0:
+            return f"it would take {dim} of the period below zero ({rated} rated, correction {q})"
+    return None
 
 
 def _breakdown(

@@ -92,6 +92,8 @@ class CustomerState:
     """(period, contract version) -> discount tally."""
     budgets: dict[int, Budget] = field(default_factory=dict)
     """period -> spend against the budget."""
+    corrected: dict[tuple[int, str], str] = field(default_factory=dict)
+    """(period, corrected event id) -> the correction's event id: each applies once."""
     grants: dict[str, Grant] = field(default_factory=dict)
     low_alerts: int = 0
     """How many credit_low alerts have fired: part of the next one's id."""
@@ -101,6 +103,7 @@ class CustomerState:
         _forget(self.usage, period_start_us)
         _forget(self.costs, period_start_us)
         _forget(self.carried, period_start_us)
+        _forget(self.corrected, period_start_us)
         _forget(self.pools, period_start_us)
         _forget(self.discounts, period_start_us)
         for period in [p for p in self.budgets if p < period_start_us]:
