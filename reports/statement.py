@@ -49,6 +49,7 @@ from metering.rating.engine import RatingEngine
 from metering.rating.lines import Fee
 from metering.rating.money import CONTEXT, ZERO, fmt, q18, to_cents
 from metering.rating.periods import overlap
+from metering.rating.recurring import Reading
 from metering.rating.tiers import PER_UNITS
 from metering.rating.totals import Totals
 from reports.text_table import format_table
@@ -243,8 +244,36 @@ def statement(client: Client, books: Books, customer: str, period: str) -> State
         tuple(engine.period_fees(customer, start)),
         tuple(ChargeUse(*row) for row in charges),
         tuple(_corrections(client, params)),
-        tuple(engine.settle(customer, start, usage)),
+        tuple(engine.close_period(customer, start, usage, _readings(client, engine, params))),
     )
+
+
+def _readings(client: Client, engine: RatingEngine, params: dict[str, Any]) -> list[Reading]:
+    """The readings of recurring meters in the period, and the last of each before it."""
+    pairs = client.query(
+        "SELECT DISTINCT meter, model FROM rated_usage WHERE customer_id = %(customer)s "
+        "AND toUnixTimestamp64Micro(timestamp) < %(end)s",
+        parameters=params,
+    ).result_rows
+    levels = [(meter, model) for meter, model in pairs if engine.reads_level(meter, model)]
+    if not levels:
+        return []
+    columns = (
+        "SELECT toUnixTimestamp64Micro(timestamp), event_id, meter, model, mode, quantities "
+        "FROM rated_usage WHERE customer_id = %(customer)s AND corrects IS NULL "
+        "AND (meter, model) IN %(levels)s AND toUnixTimestamp64Micro(timestamp)"
+    )
+    where = {**params, "levels": levels}
+    inside = client.query(
+        f"{columns} >= %(start)s AND toUnixTimestamp64Micro(timestamp) < %(end)s",
+        parameters=where,
+    ).result_rows
+    before = client.query(
+        f"{columns} < %(start)s "
+        "ORDER BY timestamp DESC, event_id DESC LIMIT 1 BY meter, model, mode",
+        parameters=where,
+    ).result_rows
+    return [Reading(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in [*before, *inside]]
 
 
 def _corrections(client: Client, params: dict[str, Any]) -> Iterable[Correction]:
@@ -374,8 +403,10 @@ def _overage_rows(s: Statement) -> list[list[str]]:
 
 
 def _period_label(line: PeriodLine) -> str:
+    if line.kind == "recurring":
+        return f"Recurring {line.item} {line.contract_version} (level {fmt(line.basis)})"
     name = {"true_up": "Minimum commitment true-up", "cap": "Maximum commitment cap"}[line.kind]
-    return f"{name} {line.contract_version} ({_cents(line.commitment)}, spent {_cents(line.spend)})"
+    return f"{name} {line.contract_version} ({_cents(line.basis)}, spent {_cents(line.spend)})"
 
 
 def _correction_rows(s: Statement) -> list[list[str]]:
@@ -464,8 +495,9 @@ def to_json(s: Statement) -> dict[str, Any]:
         "period_lines": [
             {
                 "kind": line.kind,
+                "item": line.item,
                 "contract_version": line.contract_version,
-                "commitment": fmt(line.commitment),
+                "basis": fmt(line.basis),
                 "spend": fmt(line.spend),
                 "amount": fmt(line.amount),
             }
@@ -551,6 +583,7 @@ def write_csv(s: Statement, out: TextIO) -> None:
         amount = fmt(settled.amount)
         writer.writerow(
             {"section": settled.kind, "contract_version": settled.contract_version}
+            | {"dimension": settled.item}
             | {"amount": amount, "billable_amount": amount}
         )
     writer.writerow({"section": "total", "billable_amount": fmt(s.total)})

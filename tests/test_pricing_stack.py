@@ -20,6 +20,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from infra import stack
 from metering.rating.books import CATALOGUE
+from metering.rating.money import CONTEXT, q18
 from schemas.producer import UsageProducer
 from schemas.serde import Encoder
 
@@ -83,6 +84,7 @@ USAGE: list[tuple[str, str, str, str, dict[str, int], dict[str, str], str | None
     ),
     ("st-fix", LIST, "image.generation", "sdxl-turbo", {"images": -500}, {}, None, "st-1"),
     ("cm-1", COMMITTED, "image.generation", "sdxl-turbo", {"images": 200}, {}, None, None),
+    ("seats-1", LIST, "capacity", "team-seats", {"seats": 3}, {}, None, None),
 ]
 AMOUNTS = {
     "rr-1": "130",  # 60,000 x 0.002 + 10 on entering band 1
@@ -100,6 +102,7 @@ AMOUNTS = {
     "im-2": "0.06",  # default: 2 x 0.03
     "rr-fix": "-60",  # 100,000 calls: 100,000 x 0.002 + 10 = 210, was 270; band 2's fee back
     "cm-1": "2",  # 100 free, 100 x 0.02
+    "seats-1": "0",  # a level: settled at period close
 }
 CHARGES = {
     "band_fee": "17",  # 10 + 50 (rr-1, rr-2) - 50 (rr-fix) + 2 (up-1) + 5 (po-1)
@@ -228,13 +231,20 @@ def test_the_statement_shows_band_fees_packages_corrections_and_true_ups(
     (correction,) = document["corrections"]
     assert (correction["event_id"], correction["corrects"]) == ("rr-fix", "rr-1")
     assert (D(correction["original_amount"]), D(correction["amount"])) == (D(130), D(-60))
-    total = sum((D(a) for e, a in AMOUNTS.items() if e != "cm-1"), D(0))
+    (seats,) = document["period_lines"]
+    # 3 seats at 20.00 a seat-month, held from the reading to the end of the month.
+    start, end = (datetime.fromisoformat(document[k]) for k in ("period_start", "period_end"))
+    held = end - _record(USAGE[-1])["timestamp"]
+    assert (seats["kind"], seats["item"]) == ("recurring", "capacity team-seats seats (latest)")
+    held_us, period_us = (t // timedelta(microseconds=1) for t in (held, end - start))
+    assert D(seats["amount"]) == q18(CONTEXT.divide(3 * 20 * held_us, period_us))
+    total = sum((D(a) for e, a in AMOUNTS.items() if e != "cm-1"), D(seats["amount"]))
     assert D(document["total"]) == total
     assert "Charges by kind" in text and "Corrections" in text and "band_fee" in text
 
     text, document = _statement(env, COMMITTED, tmp_path)
     (true_up,) = document["period_lines"]
-    assert (true_up["kind"], D(true_up["commitment"]), D(true_up["amount"])) == (
+    assert (true_up["kind"], D(true_up["basis"]), D(true_up["amount"])) == (
         "true_up",
         D(500),
         D(498),

@@ -35,6 +35,7 @@ from pydantic import Field, model_validator
 
 from metering.rating.loading import Rate, Spec
 from metering.rating.money import CONTEXT, HUNDRED, ZERO, q18
+from metering.rating.recurring import Recurring
 from metering.rating.state import Carried
 from metering.rating.tiers import Kind, Schedule
 from schemas.event import UsageEvent
@@ -299,5 +300,5 @@ def matrix(spec: MatrixSpec, per: int) -> Matrix:
     return Matrix(tuple(spec.by), cells, default)
 
 
-Charge = Percentage | Matrix
+Charge = Percentage | Matrix | Recurring
 """A price computed from what the event carries rather than from per-dimension schedules."""

@@ -27,21 +27,27 @@ from schemas.event import from_micros
 
 @dataclass(frozen=True, slots=True)
 class PeriodLine:
-    """A line rated at period close: `true_up` (positive) or `cap` (negative)."""
+    """A line rated at period close: `true_up` (positive) or `cap` (negative) of a
+    commitment, or `recurring` for a recurring meter's level."""
 
     customer_id: str
     period_start: datetime
     contract_version: str
     kind: str
-    commitment: Decimal
-    """The minimum or maximum, prorated to the version's share of the period."""
+    item: str
+    """What it settles: `minimum`, `maximum`, or `meter model dimension (aggregation)`."""
+    basis: Decimal
+    """The commitment prorated to the version's share of the period, or the level
+    charged (the highest for `max`, the time-weighted average over the part of the
+    period the version was in force for `latest`)."""
     spend: Decimal
+    """The usage spend a commitment was settled against (zero on a recurring line)."""
     amount: Decimal
 
     def to_row(self) -> dict[str, Any]:
         """Money as exact decimal strings, as rated lines show it."""
         row = asdict(self)
-        return row | {k: fmt(row[k]) for k in ("commitment", "spend", "amount")}
+        return row | {k: fmt(row[k]) for k in ("basis", "spend", "amount")}
 
 
 def settle(
@@ -60,10 +66,17 @@ def settle(
         part = Decimal(share) / (end_us - start_us)
         start = from_micros(start_us)
         if terms.minimum is not None and spend < (floor := q18(terms.minimum * part)):
+            shortfall = floor - spend
             out.append(
-                PeriodLine(customer.id, start, version.id, "true_up", floor, spend, floor - spend)
+                PeriodLine(
+                    customer.id, start, version.id, "true_up", "minimum", floor, spend, shortfall
+                )
             )
         if terms.maximum is not None and spend > (ceiling := q18(terms.maximum * part)):
             excess = min(spend - ceiling, max(ZERO, used.billable))
-            out.append(PeriodLine(customer.id, start, version.id, "cap", ceiling, spend, -excess))
+            out.append(
+                PeriodLine(
+                    customer.id, start, version.id, "cap", "maximum", ceiling, spend, -excess
+                )
+            )
     return out

@@ -10,7 +10,7 @@ Deduplication happens upstream: every event passed in is rated.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, localcontext
 
@@ -32,6 +32,7 @@ from metering.rating.credits import (
 from metering.rating.lines import Fee, RatedLine, RatingResult
 from metering.rating.money import CONTEXT, STEP, ZERO, fmt, q18, q18_down
 from metering.rating.periods import overlap
+from metering.rating.recurring import Reading, Recurring
 from metering.rating.resolve import Resolution, Resolver
 from metering.rating.state import Carried, CustomerState, Discount, Pool, RatingState, Tally
 from metering.rating.tiers import ONE, Schedule
@@ -54,6 +55,7 @@ class RatingEngine:
             tier: value or ONE for tier, value in books.prices.credit_values.items()
         }
         self._resolver = Resolver(books)
+        self._recurring_models = _recurring_models(books)
         self._periods: dict[str, tuple[int, int, datetime]] = {}
         self._scales: dict[tuple[int, str], Decimal] = {}
 
@@ -135,16 +137,83 @@ class RatingEngine:
                 if v.base_fee and (share := overlap(start, end, v.start_us, v.end_us))
             ]
 
-    def settle(
-        self, customer_id: str, period_start: datetime, usage: Mapping[str | None, Totals]
+    def reads_level(self, meter: str, model: str) -> bool:
+        """Whether some price of this meter and model is a recurring meter's: its lines are
+        readings for `close_period`."""
+        return (meter, model) in self._recurring_models or (meter, "*") in self._recurring_models
+
+    def close_period(
+        self,
+        customer_id: str,
+        period_start: datetime,
+        usage: Mapping[str | None, Totals],
+        readings: Iterable[Reading] = (),
     ) -> list[PeriodLine]:
-        """Commitment lines of a closed period from its usage per contract version."""
+        """The lines of a closed period: recurring meters from their readings (those of
+        the period and the last before it), then commitments from the period's usage per
+        contract version with the recurring lines counted as spend."""
         customer = self._customers.get(customer_id)
         if customer is None:
             return []
         start, end = customer.billing.period(to_micros(period_start))
         with localcontext(CONTEXT):
-            return settle(customer, start, end, usage)
+            lines = self._recurring(customer, start, end, readings)
+            spend = dict(usage)
+            for line in lines:
+                added = Totals(0, line.amount, ZERO, ZERO, line.amount)
+                spend[line.contract_version] = spend.get(line.contract_version, Totals()) + added
+            return lines + settle(customer, start, end, spend)
+
+    def _recurring(
+        self, customer: Customer, start: int, end: int, readings: Iterable[Reading]
+    ) -> list[PeriodLine]:
+        groups: dict[tuple[str, str, str], list[Reading]] = {}
+        for reading in readings:
+            groups.setdefault((reading.meter, reading.model, reading.mode), []).append(reading)
+        out = []
+        for (meter, model, mode), group in sorted(groups.items()):
+            group.sort(key=lambda r: (r.timestamp_us, r.event_id))
+            for seg_start, seg_end, terms, charge in self._segments(
+                customer, meter, model, mode, start, end
+            ):
+                for dim, rate in sorted(charge.rates.items()):
+                    points = [
+                        (r.timestamp_us, r.quantities[dim]) for r in group if dim in r.quantities
+                    ]
+                    level = charge.level(points, seg_start, seg_end)
+                    if charge.aggregation == "max":
+                        basis, amount = level, level * rate * (seg_end - seg_start) / (end - start)
+                    else:
+                        basis, amount = level / (seg_end - seg_start), level * rate / (end - start)
+                    if amount:
+                        item = f"{meter} {model} {dim} ({charge.aggregation})"
+                        version = terms.id or ""
+                        out.append(
+                            PeriodLine(
+                                customer.id,
+                                from_micros(start),
+                                version,
+                                "recurring",
+                                item,
+                                q18(basis),
+                                ZERO,
+                                q18(amount),
+                            )
+                        )
+        return out
+
+    def _segments(
+        self, customer: Customer, meter: str, model: str, mode: str, start: int, end: int
+    ) -> Iterable[tuple[int, int, ContractVersion, Recurring]]:
+        """Parts of [start, end) with one contract version and one recurring price."""
+        at = start
+        while at < end:
+            terms = customer.terms_at(at)
+            res = self._resolver.price(terms, meter, model, mode, at)
+            part_end = min(end, terms.end_us if res is None else res.end_us)
+            if res is not None and isinstance(res.charge, Recurring):
+                yield at, part_end, terms, res.charge
+            at = part_end
 
     def _rate(
         self, state: RatingState, ev: UsageEvent, alerts: list[Alert]
@@ -250,6 +319,9 @@ class RatingEngine:
     ) -> tuple[dict[str, Decimal], dict[str, Decimal], tuple[str, ...]] | str:
         """A price on what the event carries; a string says why the event cannot be rated
         (checked before any state changes)."""
+        if isinstance(charge, Recurring):
+            note = f"{charge.kind} {charge.aggregation}: settled at period close"
+            return dict.fromkeys(ev.quantities, ZERO), dict.fromkeys(ev.quantities, ZERO), (note,)
         if isinstance(charge, Matrix):
             picked = charge.pick(ev)
             if isinstance(picked, str):
@@ -434,6 +506,18 @@ class RatingEngine:
         return scale
 
 
+def _recurring_models(books: Books) -> frozenset[tuple[str, str]]:
+    """(meter, model) pairs some price or custom rate prices as a recurring meter."""
+    listed = [(k[0], k[1], e) for version in books.prices.entries() for k, e in version.items()]
+    custom = [
+        (key[0], key[1], entry)
+        for customer in books.contracts.customers.values()
+        for terms in customer.versions
+        for key, entry in terms.rates.items()
+    ]
+    return frozenset((m, n) for m, n, e in listed + custom if isinstance(e.charge, Recurring))
+
+
 def _uncorrectable(
     cs: CustomerState, res: Resolution, start: int, ev: UsageEvent, original: str
 ) -> str | None:
@@ -447,6 +531,8 @@ def _uncorrectable(
         if isinstance(picked, str):
             return picked
         rid = f"{rid}|{picked[0]}"
+    elif isinstance(res.charge, Recurring):
+        return "a recurring meter reports levels: send a new reading instead of a correction"
     elif res.charge is not None:
         return f"a {res.charge.kind} charge is per transaction: it cannot be corrected by quantity"
     for dim, q in ev.quantities.items():

@@ -14,7 +14,7 @@ A customer tier whose `credit_value` is set sells credits: its rates are in cred
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import pairwise
@@ -26,6 +26,7 @@ from pydantic import AfterValidator, AwareDatetime, Field, PositiveInt, model_va
 from metering.rating.charges import Charge, DynamicSpec, MatrixSpec, PercentageSpec, matrix
 from metering.rating.loading import Rate, Spec, load_model
 from metering.rating.money import ZERO
+from metering.rating.recurring import RecurringSpec
 from metering.rating.tiers import PER_UNITS, Kind, Schedule
 from metering.rating.versions import Span, Versions
 from schemas.event import to_micros
@@ -73,6 +74,7 @@ class PricingSpec(Spec):
     percentage: PercentageSpec | None = None
     dynamic: DynamicSpec | None = None
     matrix: MatrixSpec | None = None
+    recurring: RecurringSpec | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> Self:
@@ -98,12 +100,16 @@ class PricingSpec(Spec):
             return set(self.rates)
         if self.matrix is not None:
             return self.matrix.dimensions()
+        if self.recurring is not None:
+            return set(self.recurring.rates)
         return {d for band in self.graduated or self.volume or [] for d in band.rates}
 
     def charge(self) -> Charge | None:
         """The price of a form computed from what the event carries, if it is one."""
         if self.matrix is not None:
             return matrix(self.matrix, self._per())
+        if self.recurring is not None:
+            return self.recurring.build()
         carried = self.percentage or self.dynamic
         return None if carried is None else carried.build()
 
@@ -139,10 +145,10 @@ class PricingSpec(Spec):
 
     @property
     def charge_form(self) -> bool:
-        return any(getattr(self, f) is not None for f in ("percentage", "dynamic", "matrix"))
+        return any(getattr(self, f) is not None for f in _FORMS[3:])
 
 
-_FORMS = ("rates", "graduated", "volume", "percentage", "dynamic", "matrix")
+_FORMS = ("rates", "graduated", "volume", "percentage", "dynamic", "matrix", "recurring")
 
 
 def check_dimension(meter: str, dimension: str, per: Per) -> None:
@@ -252,8 +258,13 @@ class PriceBook:
                 )
             with_versions.append((to_micros(version.effective_from), entries))
         self._versions = Versions(with_versions)
+        self._entries = [entries for _, entries in with_versions]
         self.models = frozenset((p.meter, p.model) for v in spec.versions for p in v.prices)
         """(meter, model) pairs the book has ever priced: the catalogue of known models."""
+
+    def entries(self) -> Sequence[Mapping[_Key, PriceEntry]]:
+        """The prices each version states, oldest first."""
+        return self._entries
 
     def spans(self, meter: str, model: str, mode: str, tier: str) -> list[Span[PriceEntry]]:
         """The list price over time for a customer tier, falling back to the default tier."""

@@ -1,6 +1,6 @@
-"""Corrections (signed deltas naming the event they correct) and commitments (minimum
-and maximum spend settled at period close), worked by hand, through the engine and
-through `meterflow rate`."""
+"""Corrections (signed deltas naming the event they correct), and what is settled at
+period close: commitments (minimum and maximum spend) and recurring meters (levels held
+over time), worked by hand, through the engine and through `meterflow rate`."""
 
 from __future__ import annotations
 
@@ -10,16 +10,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from random import Random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commands.rate import rate_file
 from metering.rating.books import Books
 from metering.rating.engine import RatingEngine
 from metering.rating.lines import RatedLine
+from metering.rating.recurring import Reading
 from metering.rating.state import RatingState
 from metering.rating.totals import Totals
-from schemas.event import Rejection, RejectReason, UsageEvent
+from schemas.event import Rejection, RejectReason, UsageEvent, to_micros
 from schemas.validation import TimeBounds, validate
 
 D = Decimal
@@ -40,6 +44,10 @@ versions:
       - meter: api.call
         model: payments
         percentage: {amount: {property: amount}, rate: 2.9}
+      - {meter: capacity, model: team-seats, recurring: {aggregation: latest, rates: {seats: 30}}}
+      - meter: capacity
+        model: gpu-reserved
+        recurring: {aggregation: max, rates: {reserved_gpus: 1000}}
 """
 
 CONTRACTS = """
@@ -71,7 +79,8 @@ def _ev(
     customer: str = "c1",
     at: datetime = JUNE + timedelta(days=2),
 ) -> UsageEvent:
-    meter = "image.generation" if model == "sdxl" else "api.call"
+    meters = {"sdxl": "image.generation", "team-seats": "capacity", "gpu-reserved": "capacity"}
+    meter = meters.get(model, "api.call")
     properties = {"amount": "10"} if model == "payments" else {}
     return UsageEvent(
         event_id,
@@ -179,7 +188,7 @@ def _settle(books: Books, customer: str, lines: list[RatedLine]) -> list[tuple[s
     usage: dict[str | None, Totals] = {}
     for line in lines:
         usage[line.contract_version] = usage.get(line.contract_version, Totals()) + Totals.of(line)
-    settled = RatingEngine(books).settle(customer, JUNE, usage)
+    settled = RatingEngine(books).close_period(customer, JUNE, usage)
     return [(p.contract_version, p.kind, p.amount) for p in settled]
 
 
@@ -246,3 +255,78 @@ def test_meterflow_rate_adds_the_true_up_to_what_is_due(
     row = next(line for line in err.getvalue().splitlines() if line.startswith("committed"))
     # 30.00 billable usage, 70.00 true-up to the 100.00 minimum: 100.00 due.
     assert row.split()[5:8] == ["30.00", "70.00", "100.00"]
+
+
+SEATS = [
+    ("s0", JUNE - timedelta(days=12), 10),
+    ("s1", JUNE + timedelta(days=10), 20),
+    ("s2", JUNE + timedelta(days=20), 5),
+]
+GPUS = [
+    ("g0", JUNE + timedelta(days=4), 2),
+    ("g1", JUNE + timedelta(days=9), 4),
+    ("g2", JUNE + timedelta(days=19), 1),
+]
+
+
+def _levels(
+    books: Books, customer: str, seats: list[tuple[str, datetime, int]]
+) -> list[tuple[str, str, Decimal, Decimal]]:
+    events = [
+        _ev(i, {"seats": q}, model="team-seats", customer=customer, at=t) for i, t, q in seats
+    ]
+    events += [
+        _ev(i, {"reserved_gpus": q}, model="gpu-reserved", customer=customer, at=t)
+        for i, t, q in GPUS
+    ]
+    lines = [line for line in _rate(books, events) if isinstance(line, RatedLine)]
+    assert len(lines) == len(events) and all(line.amount == 0 for line in lines)
+    readings = [
+        Reading(to_micros(x.timestamp), x.event_id, x.meter, x.model, x.mode, x.quantities)
+        for x in lines
+    ]
+    usage = {line.contract_version: Totals() for line in lines}
+    settled = RatingEngine(books).close_period(customer, JUNE, usage, readings)
+    return [(p.contract_version, p.item, p.basis, p.amount) for p in settled]
+
+
+def test_recurring_meters_charge_the_time_weighted_latest_or_the_maximum(books: Books) -> None:
+    """June has 30 days. Seats at 30.00 a seat a month, time-weighted: 10 carried from
+    May for 10 days, 20 for 10, 5 for 10: 350 seat-days, 11.67 seats on average, 350.00.
+    Reserved GPUs at 1000.00 a month, the maximum held: 2, 4, 1 -> 4000.00."""
+    assert _levels(books, "c1", SEATS) == [
+        ("", "capacity gpu-reserved reserved_gpus (max)", D(4), D(4000)),
+        ("", "capacity team-seats seats (latest)", D("11.666666666666666667"), D(350)),
+    ]
+
+
+def test_a_late_reading_re_rates_the_period_exactly(books: Books) -> None:
+    """8 seats from June 26: 100 + 200 + 5 x 5 + 8 x 5 = 365 seat-days, 365.00."""
+    late = [*SEATS, ("s3", JUNE + timedelta(days=25), 8)]
+    assert _levels(books, "c1", late)[1][3] == D(365)
+
+
+def test_recurring_meters_are_prorated_across_an_amendment(books: Books) -> None:
+    """S until June 16, S2 after. Seats: S 10 x 10 + 20 x 5 = 200 seat-days, 200.00; S2
+    20 x 5 + 5 x 10 = 150, 150.00. GPUs: 4 held in each half, 4 x 1000 x 15/30 = 2000.00
+    each. The 4350.00 of recurring spend clears both minimums."""
+    assert _levels(books, "split", SEATS) == [
+        ("S", "capacity gpu-reserved reserved_gpus (max)", D(4), D(2000)),
+        ("S2", "capacity gpu-reserved reserved_gpus (max)", D(4), D(2000)),
+        ("S", "capacity team-seats seats (latest)", D("13.333333333333333333"), D(200)),
+        ("S2", "capacity team-seats seats (latest)", D(10), D(150)),
+    ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-40, 29), st.integers(0, 500)), min_size=1, max_size=12),
+    st.randoms(use_true_random=False),
+)
+def test_recurring_settlement_does_not_depend_on_reading_order(
+    books: Books, readings: list[tuple[int, int]], random: Random
+) -> None:
+    seats = [(f"r{i}", JUNE + timedelta(days=d), q) for i, (d, q) in enumerate(readings)]
+    shuffled = list(seats)
+    random.shuffle(shuffled)
+    assert _levels(books, "split", shuffled) == _levels(books, "split", seats)
