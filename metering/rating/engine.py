@@ -18,7 +18,8 @@ from metering.rating.alerts import Alert
 from metering.rating.books import Books
 from metering.rating.budgets import spend
 from metering.rating.charges import Charge, Matrix
-from metering.rating.commitments import PeriodLine, settle
+from metering.rating.closing import close_period, recurring_models
+from metering.rating.commitments import PeriodLine
 from metering.rating.contracts import ContractVersion, Customer
 from metering.rating.credits import (
     CreditExpiry,
@@ -55,7 +56,7 @@ class RatingEngine:
             tier: value or ONE for tier, value in books.prices.credit_values.items()
         }
         self._resolver = Resolver(books)
-        self._recurring_models = _recurring_models(books)
+        self._recurring_models = recurring_models(books)
         self._periods: dict[str, tuple[int, int, datetime]] = {}
         self._scales: dict[tuple[int, str], Decimal] = {}
 
@@ -149,71 +150,13 @@ class RatingEngine:
         usage: Mapping[str | None, Totals],
         readings: Iterable[Reading] = (),
     ) -> list[PeriodLine]:
-        """The lines of a closed period: recurring meters from their readings (those of
-        the period and the last before it), then commitments from the period's usage per
-        contract version with the recurring lines counted as spend."""
+        """The lines of a closed period (see `metering.rating.closing`)."""
         customer = self._customers.get(customer_id)
         if customer is None:
             return []
         start, end = customer.billing.period(to_micros(period_start))
         with localcontext(CONTEXT):
-            lines = self._recurring(customer, start, end, readings)
-            spend = dict(usage)
-            for line in lines:
-                added = Totals(0, line.amount, ZERO, ZERO, line.amount)
-                spend[line.contract_version] = spend.get(line.contract_version, Totals()) + added
-            return lines + settle(customer, start, end, spend)
-
-    def _recurring(
-        self, customer: Customer, start: int, end: int, readings: Iterable[Reading]
-    ) -> list[PeriodLine]:
-        groups: dict[tuple[str, str, str], list[Reading]] = {}
-        for reading in readings:
-            groups.setdefault((reading.meter, reading.model, reading.mode), []).append(reading)
-        out = []
-        for (meter, model, mode), group in sorted(groups.items()):
-            group.sort(key=lambda r: (r.timestamp_us, r.event_id))
-            for seg_start, seg_end, terms, charge in self._segments(
-                customer, meter, model, mode, start, end
-            ):
-                for dim, rate in sorted(charge.rates.items()):
-                    points = [
-                        (r.timestamp_us, r.quantities[dim]) for r in group if dim in r.quantities
-                    ]
-                    level = charge.level(points, seg_start, seg_end)
-                    if charge.aggregation == "max":
-                        basis, amount = level, level * rate * (seg_end - seg_start) / (end - start)
-                    else:
-                        basis, amount = level / (seg_end - seg_start), level * rate / (end - start)
-                    if amount:
-                        item = f"{meter} {model} {dim} ({charge.aggregation})"
-                        version = terms.id or ""
-                        out.append(
-                            PeriodLine(
-                                customer.id,
-                                from_micros(start),
-                                version,
-                                "recurring",
-                                item,
-                                q18(basis),
-                                ZERO,
-                                q18(amount),
-                            )
-                        )
-        return out
-
-    def _segments(
-        self, customer: Customer, meter: str, model: str, mode: str, start: int, end: int
-    ) -> Iterable[tuple[int, int, ContractVersion, Recurring]]:
-        """Parts of [start, end) with one contract version and one recurring price."""
-        at = start
-        while at < end:
-            terms = customer.terms_at(at)
-            res = self._resolver.price(terms, meter, model, mode, at)
-            part_end = min(end, terms.end_us if res is None else res.end_us)
-            if res is not None and isinstance(res.charge, Recurring):
-                yield at, part_end, terms, res.charge
-            at = part_end
+            return close_period(self._resolver, customer, start, end, usage, readings)
 
     def _rate(
         self, state: RatingState, ev: UsageEvent, alerts: list[Alert]
@@ -504,18 +447,6 @@ class RatingEngine:
                 end - start
             )
         return scale
-
-
-def _recurring_models(books: Books) -> frozenset[tuple[str, str]]:
-    """(meter, model) pairs some price or custom rate prices as a recurring meter."""
-    listed = [(k[0], k[1], e) for version in books.prices.entries() for k, e in version.items()]
-    custom = [
-        (key[0], key[1], entry)
-        for customer in books.contracts.customers.values()
-        for terms in customer.versions
-        for key, entry in terms.rates.items()
-    ]
-    return frozenset((m, n) for m, n, e in listed + custom if isinstance(e.charge, Recurring))
 
 
 def _uncorrectable(
