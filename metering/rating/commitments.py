@@ -45,8 +45,8 @@ class PeriodLine:
     amount: Decimal
 
     def to_row(self) -> dict[str, Any]:
-        """Money as exact decimal strings, as rated lines show it."""
-        row = asdict(self)
+        """Money as exact decimal strings and the period as ISO 8601, for JSON."""
+        row = asdict(self) | {"period_start": self.period_start.isoformat()}
         return row | {k: fmt(row[k]) for k in ("basis", "spend", "amount")}
 
 
