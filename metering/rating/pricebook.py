@@ -6,7 +6,11 @@ amount of an event is the formula sum(quantity[d] x rate[d]) over its dimensions
 dimension tiered on its own cumulative quantity in the period. Dimensions are disjoint
 counts (cached input tokens are not also counted in input tokens). A meter dimension
 without a rate is free, except `reasoning_tokens`, which is billed at the `output_tokens`
-rate unless it has its own, as model providers bill reasoning as output.
+rate unless it has its own, as model providers bill reasoning as output. Bands may add
+flat fees and packages, and a price may give free units (`metering.rating.tiers`); the
+forms `percentage`, `dynamic` and `matrix` price what the event carries
+(`metering.rating.charges`), and `recurring` a level settled at period close
+(`metering.rating.recurring`).
 
 A customer tier whose `credit_value` is set sells credits: its rates are in credits
 (1 image = 5 credits) and become currency at that value when the book is loaded.

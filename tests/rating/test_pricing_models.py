@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from random import Random
 
 import pytest
 from hypothesis import given, settings
@@ -365,10 +366,10 @@ def _period_totals(books: Books, events: list[UsageEvent]) -> dict[str, Decimal]
 @settings(max_examples=150, deadline=None)
 @given(_usage(), st.randoms(use_true_random=False))
 def test_new_models_total_the_same_in_any_order(
-    books: Books, events: list[UsageEvent], random: object
+    books: Books, events: list[UsageEvent], random: Random
 ) -> None:
     shuffled = list(events)
-    random.shuffle(shuffled)  # type: ignore[attr-defined]
+    random.shuffle(shuffled)
     assert _period_totals(books, shuffled) == _period_totals(books, events)
 
 
