@@ -144,6 +144,27 @@ def test_a_correction_back_out_of_a_band_takes_its_flat_fee_back(books: Books) -
     assert correction.charges == {"band_fee": D(-2)}
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 5_000), st.data())
+def test_an_event_and_its_correction_cost_what_the_corrected_quantity_costs(
+    books: Books, quantity: int, data: st.DataObject
+) -> None:
+    """Across band fees: F(q) + (F(q - c) - F(q)) = F(q - c), to the last digit."""
+    delta = data.draw(st.integers(-quantity, 5_000))
+    rated = _rate(
+        books,
+        [
+            _ev("e1", {"calls": quantity}, model="grad-fee"),
+            _ev("c1", {"calls": delta}, corrects="e1", model="grad-fee"),
+        ],
+    )
+    (net,) = _rate(books, [_ev("n", {"calls": quantity + delta}, model="grad-fee")])
+    assert all(isinstance(line, RatedLine) for line in [*rated, net])
+    assert sum(line.amount for line in rated if isinstance(line, RatedLine)) == (
+        net.amount if isinstance(net, RatedLine) else None
+    )
+
+
 def test_a_per_transaction_charge_cannot_be_corrected_by_quantity(books: Books) -> None:
     _, rejection = _rate(
         books,

@@ -374,15 +374,34 @@ def test_new_models_total_the_same_in_any_order(
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.sampled_from(["grad-fee", "vol-fee", "pack", "grad-pack", "cents"]), st.data())
+@given(
+    st.sampled_from(["grad-fee", "vol-fee", "pack", "grad-pack", "cents", "sdxl-free"]), st.data()
+)
 def test_cumulative_models_total_the_same_however_usage_is_split(
     books: Books, model: str, data: st.DataObject
 ) -> None:
     """Split one event's quantity into parts: the parts total what the whole costs."""
     sizes = data.draw(st.lists(st.integers(1, 5_000), min_size=1, max_size=10))
-    whole = _calls(books, model, [sum(sizes)])
-    parts = _calls(books, model, sizes)
+    dimension = ORDER_FREE[model][0]
+
+    def rate(quantities: list[int]) -> list[RatedLine]:
+        events = [_event(i, model, {dimension: q}) for i, q in enumerate(quantities, 1)]
+        return _lines(books, events)
+
+    whole, parts = rate([sum(sizes)]), rate(sizes)
     assert sum(line.amount for line in parts) == whole[0].amount
     for kind in ("band_fee", "package"):
         split = sum(line.charges.get(kind, D(0)) for line in parts)
         assert split == whole[0].charges.get(kind, D(0))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 10**8), min_size=1, max_size=10))
+def test_graduated_percentage_totals_the_same_however_the_amount_is_split(
+    books: Books, cents: list[int]
+) -> None:
+    """Graduated percentage is a function of the period's cumulative amount."""
+    amounts = [str(D(c).scaleb(-2)) for c in cents]
+    whole = _paid(books, "payments-grad", [str(D(sum(cents)).scaleb(-2))])
+    parts = _paid(books, "payments-grad", amounts)
+    assert sum(line.amount for line in parts) == whole[0].amount
