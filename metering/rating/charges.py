@@ -9,9 +9,10 @@ with a reason; it is never rated as zero.
 Percentage (Lago's percentage charge): per transaction, `rate` percent of the amount
 plus `fixed_fee`, then raised to `min_fee` or lowered to `max_fee`. The first
 `free_events` transactions of the period pay nothing, and so does the first
-`free_amount` of the period's carried amount (an event wholly inside it pays nothing,
-the one crossing it pays on the part beyond). Free events and free amount go by arrival
-order; without them a period's total is the same in any order. Graduated percentage
+`free_amount` of the period's carried amount (an event ending below it pays nothing,
+the one reaching or crossing it pays on the part beyond, as Lago counts free events).
+Free events and free amount go by arrival order; without them a period's total is the
+same in any order. Graduated percentage
 (Lago's graduated_percentage): bands on the period's cumulative amount, each band's
 part at its rate, plus a band's `flat_fee` once when the amount enters it; no
 per-transaction terms, and the total is order-independent like any graduated price.
@@ -227,7 +228,7 @@ class Percentage:
             delta, tally.amount = new - tally.amount, new
             fees = q18(self.bands.split(tally.base)[1]) - q18(self.bands.split(before)[1])
             return {self.kind: delta - fees, "band_fee": fees}
-        if tally.events <= self.free_events or tally.base <= self.free_amount:
+        if tally.events <= self.free_events or tally.base < self.free_amount:
             return {}
         paid = min(value, tally.base - self.free_amount)
         percent = q18(paid * self.rate)

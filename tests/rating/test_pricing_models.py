@@ -217,6 +217,17 @@ def test_percentage_free_amount_is_the_first_amount_of_the_period(books: Books) 
     assert [line.amount for line in lines] == [D(0), D("0.60"), D("0.20")]
 
 
+def test_a_zero_amount_pays_the_minimum_and_the_free_amount_ends_where_it_is_reached(
+    books: Books,
+) -> None:
+    """A 0.00 transaction at 2.9 % + 0.30 pays 0.30, raised to the 0.50 minimum: with no
+    free amount nothing is free. 150 with 150 free reaches the free amount: Lago counts
+    it as paid (running total not below the free amount), 0 % of nothing + 0.10."""
+    (zero,) = _paid(books, "payments-bounded", ["0.00"])
+    (reached,) = _paid(books, "payments-free", ["150"])
+    assert (zero.amount, reached.amount) == (D("0.50"), D("0.10"))
+
+
 def test_graduated_percentage_bands_on_the_cumulative_amount(books: Books) -> None:
     """Lago graduated percentage: 0-1000 at 2 % + flat 1, beyond at 1 %. 600: 12.00 + 1
     = 13.00. 600 more (1200): 400 x 2 % + 200 x 1 % = 10.00. Total 23.00."""
