@@ -12,10 +12,10 @@ plus `fixed_fee`, then raised to `min_fee` or lowered to `max_fee`. The first
 `free_amount` of the period's carried amount (an event ending below it pays nothing,
 the one reaching or crossing it pays on the part beyond, as Lago counts free events).
 Free events and free amount go by arrival order; without them a period's total is the
-same in any order. Graduated percentage
-(Lago's graduated_percentage): bands on the period's cumulative amount, each band's
-part at its rate, plus a band's `flat_fee` once when the amount enters it; no
-per-transaction terms, and the total is order-independent like any graduated price.
+same in any order. Graduated percentage (Lago's graduated_percentage): bands on the
+period's cumulative amount, each band's part at its rate, plus a band's `flat_fee` once
+when the amount enters it; no per-transaction terms, and the total is order-independent
+like any graduated price.
 
 Dynamic (Lago's dynamic charge, OpenMeter's dynamic price): the carried amount is the
 charge, times (1 + `markup_percent` / 100).
