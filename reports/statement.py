@@ -403,10 +403,11 @@ def _overage_rows(s: Statement) -> list[list[str]]:
 
 
 def _period_label(line: PeriodLine) -> str:
+    version = f" {line.contract_version}" if line.contract_version else ""
     if line.kind == "recurring":
-        return f"Recurring {line.item} {line.contract_version} (level {fmt(line.basis)})"
+        return f"Recurring {line.item}{version} (level {line.basis.quantize(_SIX_PLACES)})"
     name = {"true_up": "Minimum commitment true-up", "cap": "Maximum commitment cap"}[line.kind]
-    return f"{name} {line.contract_version} ({_cents(line.basis)}, spent {_cents(line.spend)})"
+    return f"{name}{version} ({_cents(line.basis)}, spent {_cents(line.spend)})"
 
 
 def _correction_rows(s: Statement) -> list[list[str]]:
