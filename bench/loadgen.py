@@ -177,6 +177,8 @@ class Wire(StrEnum):
 
     V1 = "v1"
     V2 = "v2"
+    V3 = "v3"
+    """With `corrects`: a correction names the event it corrects."""
     BROKEN = "broken"
     """Framed with a registered writer schema that lacks `customer_id`."""
     TRUNCATED = "truncated"
@@ -255,7 +257,9 @@ class WireEncoders:
     """Registers every writer a load run uses and turns sends into bytes."""
 
     def __init__(self, client: SchemaRegistryClient):
-        self._versions = {Wire.V1: Encoder(client, 1), Wire.V2: Encoder(client, 2)}
+        self._versions = {
+            wire: Encoder(client, int(wire[1])) for wire in (Wire.V1, Wire.V2, Wire.V3)
+        }
         text = _broken_schema_text()
         self._broken_id: int = client.register_schema(BROKEN_SUBJECT, Schema(text, "AVRO"))
         self._broken = parse_schema(json.loads(text))
@@ -392,6 +396,7 @@ class _Traffic:
             "quantities": quantities,
             "properties": properties,
             "region": rng.choice(REGIONS) if wire is Wire.V2 and rng.random() < 0.7 else None,
+            "corrects": None,
         }
 
     def _spoil(

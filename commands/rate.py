@@ -6,8 +6,11 @@ order the flow meters a shard in; a grant lapses where the watermark (the newest
 time less the allowed lateness) passes its expiry, as in the flow. Rated
 lines go to `out` as JSON, one per event; a bad line is reported on `err` as
 `line N: reason: detail` and the rest are still rated. The per-customer summary on `err`
-is the statement level, where amounts are rounded to cents; base fees are included for
-every period in which the customer had usage.
+is the statement level, where amounts are rounded to cents; base fees and period-close
+lines (recurring meters' levels, a true-up below a minimum spend, a negative cap above
+a maximum: `metering.rating.recurring`, `metering.rating.commitments`) are included for
+every period in which the customer had usage, settled at the end of the file as at
+period close, and each period-close line is reported on `err` as `period: {...}`.
 
 Exit code: 0 all lines rated, 1 some lines rejected, 2 books or file unusable.
 """
@@ -26,8 +29,10 @@ from metering.rating.alerts import Alert
 from metering.rating.books import CATALOGUE, load_books
 from metering.rating.credits import parse_grant
 from metering.rating.engine import RatingEngine
+from metering.rating.lines import RatedLine
 from metering.rating.loading import CatalogueError
 from metering.rating.money import ZERO, to_cents
+from metering.rating.recurring import Reading
 from metering.rating.state import RatingState
 from metering.rating.totals import Totals
 from reports.text_table import format_table
@@ -76,7 +81,8 @@ def _rate_lines(
     state, now, bounds = RatingState(), utc_now(), TimeBounds(max_age=None)
     totals: dict[str, Totals] = {}
     fees: dict[str, Decimal] = {}
-    periods: set[tuple[str, datetime]] = set()
+    periods: dict[tuple[str, datetime], dict[str | None, Totals]] = {}
+    readings: dict[str, list[Reading]] = {}
     alerts: list[Alert] = []
     bad = 0
     for number, text in enumerate(source, start=1):
@@ -102,14 +108,27 @@ def _rate_lines(
                     out.write(line.to_json() + "\n")
                     so_far = totals.get(line.customer_id, Totals())
                     totals[line.customer_id] = so_far + Totals.of(line)
-                    periods.add((line.customer_id, line.period_start))
+                    usage = periods.setdefault((line.customer_id, line.period_start), {})
+                    version = line.contract_version
+                    usage[version] = usage.get(version, Totals()) + Totals.of(line)
+                    if engine.reads_level(line.meter, line.model):
+                        readings.setdefault(line.customer_id, []).append(_reading(line))
         if problem is not None:
             bad += 1
             print(line_problem(number, problem), file=err)
-    for customer_id, period_start in sorted(periods):
-        for fee in engine.period_fees(customer_id, period_start):
-            fees[customer_id] = fees.get(customer_id, ZERO) + fee.amount
+    for (customer_id, period_start), usage in sorted(periods.items()):
+        charged = [fee.amount for fee in engine.period_fees(customer_id, period_start)]
+        levels = readings.get(customer_id, [])
+        for period_line in engine.close_period(customer_id, period_start, usage, levels):
+            charged.append(period_line.amount)
+            print(f"period: {json.dumps(period_line.to_row(), default=str)}", file=err)
+        fees[customer_id] = fees.get(customer_id, ZERO) + sum(charged, ZERO)
     return totals, fees, alerts, bad
+
+
+def _reading(line: RatedLine) -> Reading:
+    at = to_micros(line.timestamp)
+    return Reading(at, line.event_id, line.meter, line.model, line.mode, line.quantities)
 
 
 def _lapse(engine: RatingEngine, state: RatingState, watermark_us: int, err: TextIO) -> list[Alert]:

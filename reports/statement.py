@@ -15,7 +15,14 @@ What it shows, and why:
   (prorated to that version's share of the period), the pooled quantity used, what is
   beyond it, and its amount. Rating charges pooled usage only for the share beyond the
   allowance, so the amount of the pooled rows is the overage (list price, before discount).
-- Base fees from `RatingEngine.period_fees`, prorated per contract version.
+- Charges by kind: the band fees, packages, percentage, transaction and dynamic charges
+  inside the usage amounts above (before pooled allowances and discount), per meter and
+  model, so a band fee or a package shows as what it is.
+- Corrections: each correcting row beside the row it corrects (found by `corrects`),
+  with both amounts; the correction's amount is in the usage above.
+- Base fees from `RatingEngine.period_fees`, prorated per contract version, and the
+  commitment lines of the period (true-up below a minimum, cap above a maximum), settled
+  from the period's usage per contract version (`metering.rating.commitments`).
 - Money stays exact: the total is the exact sum of the rows and fees, rounded to cents
   (ROUND_HALF_EVEN) once, at statement level. The text shows every figure in cents (so
   shown lines may differ from the total by rounding); CSV and JSON carry exact figures
@@ -36,11 +43,13 @@ from typing import Any, TextIO
 from clickhouse_connect.driver.client import Client
 
 from metering.rating.books import Books
+from metering.rating.commitments import PeriodLine
 from metering.rating.contracts import Customer
 from metering.rating.engine import RatingEngine
 from metering.rating.lines import Fee
 from metering.rating.money import CONTEXT, ZERO, fmt, q18, to_cents
 from metering.rating.periods import overlap
+from metering.rating.recurring import Reading
 from metering.rating.tiers import PER_UNITS
 from metering.rating.totals import Totals
 from reports.text_table import format_table
@@ -108,6 +117,27 @@ class Adjustment:
     charge: Totals
 
 
+@dataclass(frozen=True, slots=True)
+class ChargeUse:
+    """The part of a meter and model's usage amount from one kind of charge."""
+
+    meter: str
+    model: str
+    kind: str
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    event_id: str
+    corrects: str
+    meter: str
+    model: str
+    amount: Decimal
+    original_amount: Decimal | None
+    """None where the corrected row is not in the table."""
+
+
 @dataclass(frozen=True)
 class Statement:
     customer_id: str
@@ -118,6 +148,9 @@ class Statement:
     overages: tuple[Overage, ...]
     adjustments: tuple[Adjustment, ...]
     fees: tuple[Fee, ...]
+    charges: tuple[ChargeUse, ...] = ()
+    corrections: tuple[Correction, ...] = ()
+    period_lines: tuple[PeriodLine, ...] = ()
 
     @property
     def usage(self) -> Totals:
@@ -132,9 +165,14 @@ class Statement:
         return sum((fee.amount for fee in self.fees), ZERO)
 
     @property
+    def settled(self) -> Decimal:
+        return sum((line.amount for line in self.period_lines), ZERO)
+
+    @property
     def total(self) -> Decimal:
-        """Exact: usage and late adjustments after discount and credits, plus base fees."""
-        return self.usage.billable + self.adjusted.billable + self.base_fees
+        """Exact: usage and late adjustments after discount and credits, plus base fees
+        and commitment lines."""
+        return self.usage.billable + self.adjusted.billable + self.base_fees + self.settled
 
     @property
     def total_due(self) -> Decimal:
@@ -184,6 +222,17 @@ def statement(client: Client, books: Books, customer: str, period: str) -> State
         parameters=params,
         tz_mode="aware",
     ).result_rows
+    charges = client.query(
+        "SELECT meter, model, kind, sum(charges[kind]) FROM rated_usage "
+        f"ARRAY JOIN mapKeys(charges) AS kind WHERE {_USAGE} GROUP BY ALL ORDER BY ALL",
+        parameters=params,
+    ).result_rows
+    by_version = client.query(
+        f"SELECT contract_version, {_MONEY} FROM rated_usage WHERE {_USAGE} GROUP BY ALL",
+        parameters=params,
+    ).result_rows
+    engine = RatingEngine(books)
+    usage = {row[0]: _charge(row[1:]) for row in by_version}
     return Statement(
         customer,
         books.currency,
@@ -192,8 +241,58 @@ def statement(client: Client, books: Books, customer: str, period: str) -> State
         tuple(_lines(uses, money)),
         tuple(_overages(_customer(books, customer), start_us, end_us, uses)),
         tuple(Adjustment(row[0], row[1], row[2], _charge(row[3:])) for row in adjustments),
-        tuple(RatingEngine(books).period_fees(customer, start)),
+        tuple(engine.period_fees(customer, start)),
+        tuple(ChargeUse(*row) for row in charges),
+        tuple(_corrections(client, params)),
+        tuple(engine.close_period(customer, start, usage, _readings(client, engine, params))),
     )
+
+
+def _readings(client: Client, engine: RatingEngine, params: dict[str, Any]) -> list[Reading]:
+    """The readings of recurring meters in the period, and the last of each before it."""
+    pairs = client.query(
+        "SELECT DISTINCT meter, model FROM rated_usage WHERE customer_id = %(customer)s "
+        "AND toUnixTimestamp64Micro(timestamp) < %(end)s",
+        parameters=params,
+    ).result_rows
+    levels = [(meter, model) for meter, model in pairs if engine.reads_level(meter, model)]
+    if not levels:
+        return []
+    columns = (
+        "SELECT toUnixTimestamp64Micro(timestamp), event_id, meter, model, mode, quantities "
+        "FROM rated_usage WHERE customer_id = %(customer)s AND corrects IS NULL "
+        "AND (meter, model) IN %(levels)s AND toUnixTimestamp64Micro(timestamp)"
+    )
+    where = {**params, "levels": levels}
+    inside = client.query(
+        f"{columns} >= %(start)s AND toUnixTimestamp64Micro(timestamp) < %(end)s",
+        parameters=where,
+    ).result_rows
+    before = client.query(
+        f"{columns} < %(start)s "
+        "ORDER BY timestamp DESC, event_id DESC LIMIT 1 BY meter, model, mode",
+        parameters=where,
+    ).result_rows
+    return [Reading(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in [*before, *inside]]
+
+
+def _corrections(client: Client, params: dict[str, Any]) -> Iterable[Correction]:
+    rows = client.query(
+        "SELECT event_id, corrects, meter, model, amount FROM rated_usage "
+        f"WHERE {_USAGE} AND corrects IS NOT NULL ORDER BY timestamp, event_id",
+        parameters=params,
+    ).result_rows
+    if not rows:
+        return
+    originals: dict[str, Decimal] = dict(
+        client.query(
+            "SELECT event_id, sum(amount) FROM rated_usage WHERE customer_id = %(customer)s "
+            "AND event_id IN %(ids)s GROUP BY event_id",
+            parameters={**params, "ids": sorted({row[1] for row in rows})},
+        ).result_rows  # type: ignore[arg-type]
+    )
+    for event_id, corrects, meter, model, amount in rows:
+        yield Correction(event_id, corrects, meter, model, amount, originals.get(corrects))
 
 
 def _customer(books: Books, customer_id: str) -> Customer:
@@ -256,6 +355,16 @@ def render_text(s: Statement) -> str:
     if s.overages:
         out += ["", "Included allowances (overage is billed at the rates above)"]
         out += format_table(_overage_rows(s), left=2)
+    if s.charges:
+        out += ["", "Charges by kind (inside the usage amounts above)"]
+        out += format_table(
+            [["meter", "model", "kind", "amount"]]
+            + [[c.meter, c.model, c.kind, _cents(c.amount)] for c in s.charges],
+            left=3,
+        )
+    if s.corrections:
+        out += ["", "Corrections (inside the usage amounts above)"]
+        out += format_table(_correction_rows(s), left=4)
     if s.adjustments:
         out += ["", "Late adjustments: usage of earlier periods that arrived after they closed"]
         out += format_table(_adjustment_rows(s), left=3)
@@ -266,6 +375,7 @@ def render_text(s: Statement) -> str:
         ["Credits applied", _cents(-usage.credits)],
         ["Late adjustments", _cents(s.adjusted.billable)],
         *([f"Base fee {fee.contract_version}", _cents(fee.amount)] for fee in s.fees),
+        *([_period_label(line), _cents(line.amount)] for line in s.period_lines),
         ["Total due", _cents(s.total_due)],
     ]
     return "\n".join([*out, "", *format_table(summary)]) + "\n"
@@ -289,6 +399,22 @@ def _overage_rows(s: Statement) -> list[list[str]]:
     for o in s.overages:
         quantities = [_quantity(o.included), f"{o.used:,}", _quantity(o.over)]
         rows.append([o.meter, o.contract_version, *quantities, _cents(o.amount)])
+    return rows
+
+
+def _period_label(line: PeriodLine) -> str:
+    version = f" {line.contract_version}" if line.contract_version else ""
+    if line.kind == "recurring":
+        return f"Recurring {line.item}{version} (level {line.basis.quantize(_SIX_PLACES)})"
+    name = {"true_up": "Minimum commitment true-up", "cap": "Maximum commitment cap"}[line.kind]
+    return f"{name}{version} ({_cents(line.basis)}, spent {_cents(line.spend)})"
+
+
+def _correction_rows(s: Statement) -> list[list[str]]:
+    rows = [["event", "corrects", "meter", "model", "original", "correction"]]
+    for c in s.corrections:
+        original = "not found" if c.original_amount is None else _cents(c.original_amount)
+        rows.append([c.event_id, c.corrects, c.meter, c.model, original, _cents(c.amount)])
     return rows
 
 
@@ -352,6 +478,32 @@ def to_json(s: Statement) -> dict[str, Any]:
         "base_fees": [
             {"contract_version": fee.contract_version, "amount": fmt(fee.amount)} for fee in s.fees
         ],
+        "charges": [
+            {"meter": c.meter, "model": c.model, "kind": c.kind, "amount": fmt(c.amount)}
+            for c in s.charges
+        ],
+        "corrections": [
+            {
+                "event_id": c.event_id,
+                "corrects": c.corrects,
+                "meter": c.meter,
+                "model": c.model,
+                "amount": fmt(c.amount),
+                "original_amount": None if c.original_amount is None else fmt(c.original_amount),
+            }
+            for c in s.corrections
+        ],
+        "period_lines": [
+            {
+                "kind": line.kind,
+                "item": line.item,
+                "contract_version": line.contract_version,
+                "basis": fmt(line.basis),
+                "spend": fmt(line.spend),
+                "amount": fmt(line.amount),
+            }
+            for line in s.period_lines
+        ],
         "usage": _charge_json(s.usage),
         "late_adjustments_total": _charge_json(s.adjusted),
         "base_fees_total": fmt(s.base_fees),
@@ -411,10 +563,28 @@ def write_csv(s: Statement, out: TextIO) -> None:
             {"section": "late_adjustment", "period_start": a.original_period_start.isoformat()}
             | {"meter": a.meter, "model": a.model, **_charge_json(a.charge)}
         )
+    for c in s.charges:
+        writer.writerow(
+            {"section": "charge", "meter": c.meter, "model": c.model, "dimension": c.kind}
+            | {"amount": fmt(c.amount)}
+        )
+    for correction in s.corrections:
+        writer.writerow(
+            {"section": "correction", "meter": correction.meter, "model": correction.model}
+            | {"dimension": f"{correction.event_id} corrects {correction.corrects}"}
+            | {"amount": fmt(correction.amount)}
+        )
     for fee in s.fees:
         amount = fmt(fee.amount)
         writer.writerow(
             {"section": "base_fee", "contract_version": fee.contract_version}
+            | {"amount": amount, "billable_amount": amount}
+        )
+    for settled in s.period_lines:
+        amount = fmt(settled.amount)
+        writer.writerow(
+            {"section": settled.kind, "contract_version": settled.contract_version}
+            | {"dimension": settled.item}
             | {"amount": amount, "billable_amount": amount}
         )
     writer.writerow({"section": "total", "billable_amount": fmt(s.total)})

@@ -51,6 +51,8 @@ class UsageEvent(PickledByPosition):
     feature: str | None = None
     properties: Mapping[str, str] = field(default_factory=dict)
     region: str | None = None
+    corrects: str | None = None
+    """The event_id of an earlier event this one corrects by signed quantity deltas."""
 
 
 class RejectReason(StrEnum):
@@ -71,6 +73,7 @@ class RejectReason(StrEnum):
     UNKNOWN_CUSTOMER = "unknown_customer"
     UNKNOWN_MODEL = "unknown_model"
     BEYOND_DEDUPE_HORIZON = "beyond_dedupe_horizon"
+    INVALID_CORRECTION = "invalid_correction"
 
 
 @dataclass(frozen=True, slots=True)

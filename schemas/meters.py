@@ -2,7 +2,8 @@
 
 Dimensions are disjoint, each priced on its own: `input_tokens` counts prompt
 tokens not served from cache, `cached_input_tokens` those that were, and
-`reasoning_tokens` are not included in `output_tokens`.
+`reasoning_tokens` are not included in `output_tokens`. `capacity` reports levels
+(seats, storage, reserved GPUs held from the event time on), priced as recurring meters.
 """
 
 from types import MappingProxyType
@@ -16,6 +17,7 @@ METER_DIMENSIONS: MappingProxyType[str, frozenset[str]] = MappingProxyType(
         "image.generation": frozenset({"images"}),
         "agent.step": frozenset({"steps", "tool_calls"}),
         "api.call": frozenset({"calls"}),
+        "capacity": frozenset({"seats", "storage_gb", "reserved_gpus"}),
     }
 )
 

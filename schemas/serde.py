@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
 SUBJECT = "usage-events-value"
-LATEST_VERSION = 2
+LATEST_VERSION = 3
 SCHEMA_NOT_FOUND = (40403, 40400)
 """The error codes of a registry saying it holds no such id (40403 from Confluent and
 Apicurio, 40400 from confluent-kafka's mock client); any other answer is an outage."""

@@ -53,6 +53,7 @@ def validate(
         feature=record.get("feature"),
         properties=dict(record.get("properties") or {}),
         region=record.get("region"),
+        corrects=record.get("corrects"),
     )
 
 
@@ -65,7 +66,7 @@ def _check(
     for name in _REQUIRED_STRINGS:
         if not isinstance(record[name], str):
             return _bad_string(name)
-    for name in ("project_id", "feature", "region"):
+    for name in ("project_id", "feature", "region", "corrects"):
         value = record.get(name)
         if value is not None and not isinstance(value, str):
             return RejectReason.INVALID_FIELD, f"'{name}' must be a string or null"
@@ -85,8 +86,13 @@ def _check_meaning(
         value = record[name]
         if not value.strip() or len(value) > MAX_ID_LENGTH:
             return _bad_string(name)
+    corrects = record.get("corrects")
+    if corrects is not None and (not corrects.strip() or len(corrects) > MAX_ID_LENGTH):
+        return _bad_string("corrects")
+    if corrects == record["event_id"]:
+        return RejectReason.INVALID_FIELD, "an event cannot correct itself ('corrects')"
     return _check_time(record["timestamp"], now, bounds) or _check_quantities(
-        record["meter"], record["quantities"]
+        record["meter"], record["quantities"], signed=corrects is not None
     )
 
 
@@ -111,7 +117,10 @@ def _check_time(ts: Any, now: datetime, bounds: TimeBounds) -> tuple[RejectReaso
     return None
 
 
-def _check_quantities(meter: str, quantities: Any) -> tuple[RejectReason, str] | None:
+def _check_quantities(
+    meter: str, quantities: Any, signed: bool = False
+) -> tuple[RejectReason, str] | None:
+    """`signed`: a correction's quantities are deltas and may be negative."""
     allowed = METER_DIMENSIONS.get(meter)
     if allowed is None:
         return (
@@ -135,9 +144,9 @@ def _check_quantities(meter: str, quantities: Any) -> tuple[RejectReason, str] |
                 RejectReason.INVALID_QUANTITY,
                 f"quantity {dimension!r} must be an integer, got {shown}",
             )
-        if value < 0:
+        if value < 0 and not signed:
             return RejectReason.NEGATIVE_QUANTITY, f"quantity {dimension!r} is negative ({value})"
-        if value > MAX_QUANTITY:
+        if abs(value) > MAX_QUANTITY:
             return RejectReason.INVALID_QUANTITY, f"quantity {dimension!r} exceeds {MAX_QUANTITY}"
     return None
 

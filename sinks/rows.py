@@ -59,6 +59,8 @@ _LINE = (
     "price_version",
     "contract_version",
     "cost_version",
+    "charges",
+    "corrects",
 )
 """The rated_usage columns a `RatedLine` holds, under the same names."""
 

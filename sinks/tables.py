@@ -75,7 +75,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("mode", TEXT),
             ("project_id", TEXT),
             ("feature", TEXT),
-            ("quantities", pa.map_(TEXT, pa.uint64())),
+            ("quantities", pa.map_(TEXT, pa.int64())),
             ("unit_prices", pa.map_(TEXT, MONEY)),
             ("amounts", pa.map_(TEXT, MONEY)),
             ("tiers", pa.list_(TEXT)),
@@ -94,6 +94,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("adjustment", pa.bool_()),
             ("kafka_timestamp", MILLIS),
             ("rated_at", MILLIS),
+            ("charges", pa.map_(TEXT, MONEY)),
+            ("corrects", TEXT),
         ]
     ),
     LATE_ADJUSTMENTS: pa.schema(

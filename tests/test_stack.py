@@ -35,7 +35,10 @@ RECORD = {
     "quantities": {"input_tokens": 1200, "output_tokens": 300},
     "properties": {"sdk": "python"},
     "region": "eu-west-1",
+    "corrects": None,
 }
+LATER = ("region", "corrects")
+"""Fields added after v1 (v2's region, v3's corrects)."""
 
 
 def consume_all(bootstrap: str, topic: str, expected: int) -> list[bytes | None]:
@@ -56,7 +59,7 @@ def test_status_reports_both_services_up(running_stack: stack.StackConfig) -> No
     assert stack.status(running_stack)
 
 
-def test_v1_and_v2_events_round_trip_through_kafka_and_the_registry(
+def test_v1_v2_and_v3_events_round_trip_through_kafka_and_the_registry(
     registry_client: SchemaRegistryClient,
     kafka_bootstrap: str,
     topic_factory: Callable[[int], str],
@@ -64,24 +67,28 @@ def test_v1_and_v2_events_round_trip_through_kafka_and_the_registry(
 ) -> None:
     topic = topic_factory(2)
     v1, v2 = Encoder(registry_client, version=1), Encoder(registry_client, version=2)
-    assert v1.schema_id != v2.schema_id
-    v1_record = {k: v for k, v in RECORD.items() if k != "region"} | {"event_id": "evt-v1"}
+    v3 = Encoder(registry_client, version=3)
+    assert len({v1.schema_id, v2.schema_id, v3.schema_id}) == 3
+    v1_record = {k: v for k, v in RECORD.items() if k not in LATER} | {"event_id": "evt-v1"}
+    v3_record = RECORD | {"event_id": "evt-v3", "corrects": "evt-1"}
     with UsageProducer(kafka_bootstrap, topic, v2) as producer:
         producer.send(RECORD)
         producer.send_raw(v1.encode(v1_record), "cust-0001")
-    assert producer.report.delivered == 2 and not producer.report.failed
+        producer.send_raw(v3.encode(v3_record), "cust-0001")
+    assert producer.report.delivered == 3 and not producer.report.failed
 
     decoder = Decoder(SchemaRegistryClient({"url": settings_registry_url}))
-    decoded = [decoder.decode(v) for v in consume_all(kafka_bootstrap, topic, 2)]
+    decoded = [decoder.decode(v) for v in consume_all(kafka_bootstrap, topic, 3)]
     by_id = {d["event_id"]: d for d in decoded if isinstance(d, dict)}
     assert by_id["evt-1"] == RECORD
-    assert by_id["evt-v1"] == v1_record | {"region": None}
+    assert by_id["evt-v1"] == v1_record | {"region": None, "corrects": None}
+    assert by_id["evt-v3"] == v3_record
 
 
 def test_a_v1_reader_reads_v2_events(registry_client: SchemaRegistryClient) -> None:
     payload = Encoder(registry_client, version=2).encode(RECORD)
     decoded = Decoder(registry_client, reader_version=1).decode(payload)
-    assert decoded == {k: v for k, v in RECORD.items() if k != "region"}
+    assert decoded == {k: v for k, v in RECORD.items() if k not in LATER}
 
 
 def test_unknown_schema_ids_and_missing_fields_are_rejections(

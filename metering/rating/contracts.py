@@ -18,8 +18,10 @@ Semantics a contract author needs:
   period: the billable share of the pool's amount is (used - included) / used, so the
   result is the same whichever events used the allowance.
 - Where an amendment (or a list price change) takes effect inside a period, the period
-  is split: each part is rated on its own, with allowances, tier bounds and the base fee
-  prorated by the part's share of the period's duration.
+  is split: each part is rated on its own, with allowances, tier bounds, the base fee
+  and commitments prorated by the part's share of the period's duration.
+- `commitment` is a minimum and/or maximum spend per period, settled at period close:
+  a true-up line for a shortfall, a negative cap line for spend above the maximum.
 """
 
 from __future__ import annotations
@@ -82,6 +84,21 @@ class BudgetSpec(Spec):
     """Signal `budget_hard_cap` when spend reaches the limit."""
 
 
+class CommitmentSpec(Spec):
+    """Spend per billing period, settled at period close (see `metering.rating.commitments`)."""
+
+    minimum: Money | None = None
+    maximum: Money | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.minimum is None and self.maximum is None:
+            raise ValueError("give a 'minimum', a 'maximum' or both")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"minimum {self.minimum} is above maximum {self.maximum}")
+        return self
+
+
 class TermsSpec(Spec):
     plan: str | None = None
     customer_tier: str | None = None
@@ -90,6 +107,7 @@ class TermsSpec(Spec):
     subscription: SubscriptionSpec | None = None
     credits: CreditsSpec | None = None
     budget: BudgetSpec | None = None
+    commitment: CommitmentSpec | None = None
 
     @model_validator(mode="after")
     def _unique_rates(self) -> Self:
@@ -205,6 +223,7 @@ class ContractVersion:
     allowances: tuple[Allowance, ...] = ()
     credits: CreditTerms = CreditTerms()
     budget: BudgetTerms | None = None
+    commitment: CommitmentSpec | None = None
 
     def custom_rate(self, meter: str, model: str, mode: str) -> PriceEntry | None:
         for key in ((meter, model, mode), (meter, model, None), (meter, "*", mode)):
@@ -252,7 +271,15 @@ def _customer(spec: CustomerSpec, plans: Mapping[str, TermsSpec]) -> Customer:
     return Customer(spec.id, billing, tuple(versions))
 
 
-_TERMS = ("customer_tier", "discount_percent", "rates", "subscription", "credits", "budget")
+_TERMS = (
+    "customer_tier",
+    "discount_percent",
+    "rates",
+    "subscription",
+    "credits",
+    "budget",
+    "commitment",
+)
 
 
 def _merge(previous: TermsSpec, layer: TermsSpec, plans: Mapping[str, TermsSpec]) -> TermsSpec:
@@ -274,7 +301,7 @@ def _version(version_id: str, start: int, end: int, terms: TermsSpec) -> Contrac
         tier=terms.customer_tier or DEFAULT_TIER,
         discount=CONTEXT.divide(terms.discount_percent or ZERO, HUNDRED),
         rates={
-            (r.meter, r.model, r.mode): PriceEntry(entry_id, r.schedules())
+            (r.meter, r.model, r.mode): PriceEntry(entry_id, r.schedules(), r.charge())
             for r in terms.rates or []
         },
         base_fee=subscription.base_fee,
@@ -283,6 +310,7 @@ def _version(version_id: str, start: int, end: int, terms: TermsSpec) -> Contrac
         budget=None
         if budget is None
         else BudgetTerms(budget.limit, tuple(budget.soft_thresholds), budget.hard_cap),
+        commitment=terms.commitment,
     )
 
 

@@ -12,8 +12,8 @@ from typing import Self
 
 from pydantic import AwareDatetime, Field, model_validator
 
-from metering.rating.loading import Spec, load_model
-from metering.rating.pricebook import Meter, Mode, Per, Rate, check_dimension, with_reasoning
+from metering.rating.loading import Rate, Spec, load_model
+from metering.rating.pricebook import Meter, Mode, Per, check_dimension, with_reasoning
 from metering.rating.tiers import PER_UNITS, Kind, Schedule
 from metering.rating.versions import Span, Versions
 from schemas.event import to_micros

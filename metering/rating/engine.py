@@ -10,13 +10,16 @@ Deduplication happens upstream: every event passed in is rated.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, localcontext
 
 from metering.rating.alerts import Alert
 from metering.rating.books import Books
 from metering.rating.budgets import spend
+from metering.rating.charges import Charge, Matrix
+from metering.rating.closing import close_period, recurring_models
+from metering.rating.commitments import PeriodLine
 from metering.rating.contracts import ContractVersion, Customer
 from metering.rating.credits import (
     CreditExpiry,
@@ -30,9 +33,11 @@ from metering.rating.credits import (
 from metering.rating.lines import Fee, RatedLine, RatingResult
 from metering.rating.money import CONTEXT, STEP, ZERO, fmt, q18, q18_down
 from metering.rating.periods import overlap
+from metering.rating.recurring import Reading, Recurring
 from metering.rating.resolve import Resolution, Resolver
-from metering.rating.state import CustomerState, Discount, Pool, RatingState, Tally
-from metering.rating.tiers import ONE
+from metering.rating.state import Carried, CustomerState, Discount, Pool, RatingState, Tally
+from metering.rating.tiers import ONE, Schedule
+from metering.rating.totals import Totals
 from schemas.event import Rejection, RejectReason, UsageEvent, from_micros, to_micros
 
 _NO_TIERS: tuple[str, ...] = ()
@@ -51,6 +56,7 @@ class RatingEngine:
             tier: value or ONE for tier, value in books.prices.credit_values.items()
         }
         self._resolver = Resolver(books)
+        self._recurring_models = recurring_models(books)
         self._periods: dict[str, tuple[int, int, datetime]] = {}
         self._scales: dict[tuple[int, str], Decimal] = {}
 
@@ -132,6 +138,26 @@ class RatingEngine:
                 if v.base_fee and (share := overlap(start, end, v.start_us, v.end_us))
             ]
 
+    def reads_level(self, meter: str, model: str) -> bool:
+        """Whether some price of this meter and model is a recurring meter's: its lines are
+        readings for `close_period`."""
+        return (meter, model) in self._recurring_models or (meter, "*") in self._recurring_models
+
+    def close_period(
+        self,
+        customer_id: str,
+        period_start: datetime,
+        usage: Mapping[str | None, Totals],
+        readings: Iterable[Reading] = (),
+    ) -> list[PeriodLine]:
+        """The lines of a closed period (see `metering.rating.closing`)."""
+        customer = self._customers.get(customer_id)
+        if customer is None:
+            return []
+        start, end = customer.billing.period(to_micros(period_start))
+        with localcontext(CONTEXT):
+            return close_period(self._resolver, customer, start, end, usage, readings)
+
     def _rate(
         self, state: RatingState, ev: UsageEvent, alerts: list[Alert]
     ) -> RatedLine | Rejection:
@@ -158,12 +184,25 @@ class RatingEngine:
             )
         start, end, period_start = self._period(customer, ts_us)
         cs = state.customer(customer.id)
-        if res.simple:
-            amounts = self._flat(cs, res, start, ev)
+        if ev.corrects is not None:
+            problem = _uncorrectable(cs, res, start, ev, ev.corrects)
+            if problem is not None:
+                return Rejection(
+                    RejectReason.INVALID_CORRECTION, problem, ev.event_id, ev.customer_id
+                )
+            cs.corrected[start, ev.corrects] = ev.event_id
+        charges: dict[str, Decimal] = {}
+        if res.charge is not None:
+            carried = self._carried(cs, res, start, ev, res.charge, charges)
+            if isinstance(carried, str):
+                return Rejection(RejectReason.INVALID_FIELD, carried, ev.event_id, ev.customer_id)
+            amounts, unit_prices, tiers = carried
+        elif res.simple:
+            amounts = self._flat(cs, res.schedules, res.rid, start, ev)
             unit_prices = {d: res.unit_prices.get(d, ZERO) for d in ev.quantities}
             tiers = _NO_TIERS
         else:
-            amounts, unit_prices, tiers = self._tiered(cs, res, terms, start, end, ev)
+            amounts, unit_prices, tiers = self._tiered(cs, res, terms, start, end, ev, charges)
         amount = sum(amounts.values(), ZERO)
         discount = self._discount(cs, res, terms, start, amount)
         revenue = amount - discount
@@ -177,6 +216,8 @@ class RatingEngine:
                     customer.id, cs, used, terms.credits, value, ts_us, period_start, ev.timestamp
                 )
         billable = revenue - credits
+        if ev.corrects is not None:
+            tiers = (*tiers, f"corrects {ev.corrects}")
         if terms.budget is not None:
             alerts += spend(
                 customer.id, cs, terms.budget, billable, start, period_start, ev.timestamp
@@ -206,12 +247,57 @@ class RatingEngine:
             res.price_version,
             terms.id,
             cost_version,
+            charges,
+            ev.corrects,
         )
 
+    def _carried(
+        self,
+        cs: CustomerState,
+        res: Resolution,
+        start: int,
+        ev: UsageEvent,
+        charge: Charge,
+        charges: dict[str, Decimal],
+    ) -> tuple[dict[str, Decimal], dict[str, Decimal], tuple[str, ...]] | str:
+        """A price on what the event carries; a string says why the event cannot be rated
+        (checked before any state changes)."""
+        if isinstance(charge, Recurring):
+            note = f"{charge.kind} {charge.aggregation}: settled at period close"
+            return dict.fromkeys(ev.quantities, ZERO), dict.fromkeys(ev.quantities, ZERO), (note,)
+        if isinstance(charge, Matrix):
+            picked = charge.pick(ev)
+            if isinstance(picked, str):
+                return picked
+            label, schedules = picked
+            amounts = self._flat(cs, schedules, f"{res.rid}|{label}", start, ev)
+            unit_prices = {
+                d: ZERO if (s := schedules.get(d)) is None else q18(s.rates[0] / s.per)
+                for d in ev.quantities
+            }
+            return amounts, unit_prices, (f"matrix {label}",)
+        value = charge.amount.read(ev)
+        if isinstance(value, str):
+            return value
+        tally = cs.carried.get((start, res.rid))
+        if tally is None:
+            tally = cs.carried[start, res.rid] = Carried()
+        parts = charge.charge(tally, value)
+        charges.update((kind, part) for kind, part in parts.items() if part)
+        on = charge.amount.dimension or min(ev.quantities)
+        amounts = dict.fromkeys(ev.quantities, ZERO)
+        amounts[on] = sum(parts.values(), ZERO)
+        return amounts, dict.fromkeys(ev.quantities, ZERO), (f"{charge.kind} of {fmt(value)}",)
+
     def _flat(
-        self, cs: CustomerState, res: Resolution, start: int, ev: UsageEvent
+        self,
+        cs: CustomerState,
+        schedules: Mapping[str, Schedule],
+        rid: str,
+        start: int,
+        ev: UsageEvent,
     ) -> dict[str, Decimal]:
-        usage, schedules, rid = cs.usage, res.schedules, res.rid
+        usage = cs.usage
         amounts = {}
         for dim, q in ev.quantities.items():
             key = (start, rid, dim)
@@ -237,6 +323,7 @@ class RatingEngine:
         start: int,
         end: int,
         ev: UsageEvent,
+        charges: dict[str, Decimal],
     ) -> tuple[dict[str, Decimal], dict[str, Decimal], tuple[str, ...]]:
         scale = self._scale(start, end, res.rid, res.start_us, res.end_us)
         amounts: dict[str, Decimal] = {}
@@ -255,6 +342,8 @@ class RatingEngine:
                 new = q18(schedule.price(after, scale))
                 unit_prices[dim] = schedule.unit_price(after, scale)
                 tiers += schedule.describe(dim, before, after, scale)
+                if schedule.packaged or any(schedule.fees):
+                    _breakdown(charges, schedule, before, after, scale)
             gross = new - tally.amount
             tally.quantity, tally.amount = after, new
             pool = res.pools.get(dim)
@@ -358,6 +447,45 @@ class RatingEngine:
                 end - start
             )
         return scale
+
+
+def _uncorrectable(
+    cs: CustomerState, res: Resolution, start: int, ev: UsageEvent, original: str
+) -> str | None:
+    """Why a correction cannot apply: a second correction of the same event, a charge
+    per transaction, or a dimension's period total that would fall below zero."""
+    if (done := cs.corrected.get((start, original))) is not None:
+        return f"event {original!r} was already corrected by {done!r} in this period"
+    rid = res.rid
+    if isinstance(res.charge, Matrix):
+        picked = res.charge.pick(ev)
+        if isinstance(picked, str):
+            return picked
+        rid = f"{rid}|{picked[0]}"
+    elif isinstance(res.charge, Recurring):
+        return "a recurring meter reports levels: send a new reading instead of a correction"
+    elif res.charge is not None:
+        return f"a {res.charge.kind} charge is per transaction: it cannot be corrected by quantity"
+    for dim, q in ev.quantities.items():
+        tally = cs.usage.get((start, rid, dim))
+        rated = 0 if tally is None else tally.quantity
+        if rated + q < 0:
+            return f"it would take {dim} of the period below zero ({rated} rated, correction {q})"
+    return None
+
+
+def _breakdown(
+    charges: dict[str, Decimal], schedule: Schedule, before: int, after: int, scale: Decimal
+) -> None:
+    """Band fees and package charges of the units (before, after], telescoped like amounts."""
+    units_before, fees_before = schedule.split(before, scale)
+    units_after, fees_after = schedule.split(after, scale)
+    parts = {"band_fee": q18(fees_after) - q18(fees_before)}
+    if schedule.packaged:
+        parts["package"] = q18(units_after) - q18(units_before)
+    for kind, part in parts.items():
+        if part:
+            charges[kind] = charges.get(kind, ZERO) + part
 
 
 def _split(delta: Decimal, members: _Members) -> dict[str, Decimal]:

@@ -11,6 +11,10 @@ Money fields are exact Decimals on the 1e-18 grid (see `metering.rating.money`):
 - `billable_amount`: revenue minus credits applied, what is invoiced.
 - `cost`: the provider's cost of the event; `margin` is revenue minus cost.
 
+`charges` breaks down the part of `amount` that is not usage at a per-unit rate, by
+kind: `band_fee`, `package`, `percentage`, `transaction_fee`, `dynamic` (before pooled
+allowances, discount and credits). `corrects` names the event a correction corrects.
+
 `price_version` is the price book version that priced the event, or
 `contract:<version>` for a contract's custom rate; `contract_version` is the contract
 or amendment id in force (None at list price); `cost_version` the cost book version
@@ -59,6 +63,8 @@ class RatedLine:
     price_version: str
     contract_version: str | None
     cost_version: str | None
+    charges: Mapping[str, Decimal] = field(default_factory=dict)
+    corrects: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         """A plain mapping for sinks and JSON: money as decimal strings, times as datetimes."""
@@ -87,6 +93,8 @@ class RatedLine:
             "price_version": self.price_version,
             "contract_version": self.contract_version,
             "cost_version": self.cost_version,
+            "charges": {kind: fmt(v) for kind, v in self.charges.items()},
+            "corrects": self.corrects,
         }
 
     def to_json(self) -> str:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+Rate = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+"""A non-negative exact amount or rate as a catalogue states it."""
 
 
 class CatalogueError(ValueError):

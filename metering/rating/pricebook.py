@@ -6,7 +6,11 @@ amount of an event is the formula sum(quantity[d] x rate[d]) over its dimensions
 dimension tiered on its own cumulative quantity in the period. Dimensions are disjoint
 counts (cached input tokens are not also counted in input tokens). A meter dimension
 without a rate is free, except `reasoning_tokens`, which is billed at the `output_tokens`
-rate unless it has its own, as model providers bill reasoning as output.
+rate unless it has its own, as model providers bill reasoning as output. Bands may add
+flat fees and packages, and a price may give free units (`metering.rating.tiers`); the
+forms `percentage`, `dynamic` and `matrix` price what the event carries
+(`metering.rating.charges`), and `recurring` a level settled at period close
+(`metering.rating.recurring`).
 
 A customer tier whose `credit_value` is set sells credits: its rates are in credits
 (1 image = 5 credits) and become currency at that value when the book is loaded.
@@ -14,7 +18,7 @@ A customer tier whose `credit_value` is set sells credits: its rates are in cred
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import pairwise
@@ -23,7 +27,10 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, AwareDatetime, Field, PositiveInt, model_validator
 
-from metering.rating.loading import Spec, load_model
+from metering.rating.charges import Charge, DynamicSpec, MatrixSpec, PercentageSpec, matrix
+from metering.rating.loading import Rate, Spec, load_model
+from metering.rating.money import ZERO
+from metering.rating.recurring import RecurringSpec
 from metering.rating.tiers import PER_UNITS, Kind, Schedule
 from metering.rating.versions import Span, Versions
 from schemas.event import to_micros
@@ -38,7 +45,6 @@ def _known_meter(meter: str) -> str:
 
 Meter = Annotated[str, AfterValidator(_known_meter)]
 Mode = Literal["realtime", "batch"]
-Rate = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 Per = Literal["unit", "thousand", "million", "hour"] | PositiveInt
 DEFAULT_TIER = "default"
 
@@ -47,6 +53,11 @@ class BandSpec(Spec):
     up_to: PositiveInt | None = None
     """Inclusive upper bound in base units; omitted on the last, unbounded band."""
     rates: dict[str, Rate]
+    flat_fees: dict[str, Rate] | None = None
+    """Per dimension: charged once when usage enters the band (graduated), or as the
+    fee of the band reached (volume)."""
+    package: PositiveInt | None = None
+    """The band's rates are per started package of this many units (overrides the price's)."""
 
 
 class PricingSpec(Spec):
@@ -60,36 +71,88 @@ class PricingSpec(Spec):
     rates: dict[str, Rate] | None = None
     graduated: list[BandSpec] | None = None
     volume: list[BandSpec] | None = None
+    package: PositiveInt | None = None
+    """Rates are per started package of this many units, not per `per` units."""
+    free: dict[str, PositiveInt] | None = None
+    """Free units of a dimension per period: the first ones to arrive cost nothing."""
+    percentage: PercentageSpec | None = None
+    dynamic: DynamicSpec | None = None
+    matrix: MatrixSpec | None = None
+    recurring: RecurringSpec | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> Self:
-        forms = [f for f in ("rates", "graduated", "volume") if getattr(self, f) is not None]
+        forms = [f for f in _FORMS if getattr(self, f) is not None]
         if len(forms) != 1:
-            raise ValueError("give exactly one of 'rates', 'graduated' or 'volume'")
+            raise ValueError(f"give exactly one of {', '.join(repr(f) for f in _FORMS)}")
+        carried = self.percentage or self.dynamic
+        if carried is not None and carried.amount.dimension is not None:
+            check_dimension(self.meter, carried.amount.dimension, "unit")
         if self.graduated is not None or self.volume is not None:
             _check_bands(self.graduated or self.volume or [])
-        for dimension in self.dimensions():
+        packaged = self.package or any(b.package for b in self.graduated or self.volume or [])
+        if packaged and self.per != "unit":
+            raise ValueError("a package price is per package: give 'package' or 'per', not both")
+        for dimension in self.dimensions() | set(self.free or {}):
             check_dimension(self.meter, dimension, self.per)
+        if unpriced := sorted(set(self.free or {}) - self.dimensions()):
+            raise ValueError(f"free units of {unpriced}, which this price does not rate")
         return self
 
     def dimensions(self) -> set[str]:
         if self.rates is not None:
             return set(self.rates)
+        if self.matrix is not None:
+            return self.matrix.dimensions()
+        if self.recurring is not None:
+            return set(self.recurring.rates)
         return {d for band in self.graduated or self.volume or [] for d in band.rates}
 
+    def charge(self) -> Charge | None:
+        """The price of a form computed from what the event carries, if it is one."""
+        if self.matrix is not None:
+            return matrix(self.matrix, self._per())
+        if self.recurring is not None:
+            return self.recurring.build()
+        carried = self.percentage or self.dynamic
+        return None if carried is None else carried.build()
+
+    def _per(self) -> int:
+        return self.per if isinstance(self.per, int) else PER_UNITS[self.per]
+
     def schedules(self) -> dict[str, Schedule]:
-        per = self.per if isinstance(self.per, int) else PER_UNITS[self.per]
-        if self.rates is not None:
+        """Per-dimension schedules; none for a form priced on what the event carries."""
+        if self.charge_form:
+            return {}
+        per = self._per()
+        free = self.free or {}
+        if self.rates is not None and self.package is None and not free:
             out = {d: Schedule(Kind.FLAT, per, (None,), (r,)) for d, r in self.rates.items()}
         else:
-            kind = Kind.GRADUATED if self.graduated is not None else Kind.VOLUME
-            bands = self.graduated or self.volume or []
-            bounds = tuple(band.up_to for band in bands)
+            kind = Kind.VOLUME if self.volume is not None else Kind.GRADUATED
+            bands = self.graduated or self.volume or [BandSpec(rates=self.rates or {})]
+            bounds = tuple(None if b.up_to is None else Decimal(b.up_to) for b in bands)
+            packages = tuple(b.package or self.package for b in bands)
             out = {
-                d: Schedule(kind, per, bounds, tuple(band.rates[d] for band in bands))
+                d: Schedule(
+                    kind,
+                    per,
+                    bounds,
+                    tuple(b.rates[d] for b in bands),
+                    tuple((b.flat_fees or {}).get(d, ZERO) for b in bands),
+                    packages if any(packages) else (),
+                    free.get(d, 0),
+                )
                 for d in bands[0].rates
             }
         return with_reasoning(self.meter, out)
+
+    @property
+    def charge_form(self) -> bool:
+        return any(getattr(self, f) is not None for f in _FORMS[3:])
+
+
+_FORMS = ("rates", "graduated", "volume", "percentage", "dynamic", "matrix", "recurring")
 
 
 def check_dimension(meter: str, dimension: str, per: Per) -> None:
@@ -117,6 +180,8 @@ def _check_bands(bands: list[BandSpec]) -> None:
         raise ValueError(f"band bounds must increase, got {bounds}")
     if any(set(b.rates) != set(bands[0].rates) for b in bands):
         raise ValueError("every band must rate the same dimensions")
+    if stray := sorted({d for b in bands for d in b.flat_fees or {}} - set(bands[0].rates)):
+        raise ValueError(f"flat fees for {stray}, which the bands do not rate")
 
 
 class PriceSpec(PricingSpec):
@@ -173,6 +238,7 @@ class PriceEntry:
 
     version: str
     schedules: Mapping[str, Schedule]
+    charge: Charge | None = None
 
 
 _Key = tuple[str, str, str | None, str]
@@ -186,17 +252,23 @@ class PriceBook:
         for version in spec.versions:
             entries: dict[_Key, PriceEntry] = {}
             for p in version.prices:
-                schedules = p.schedules()
+                schedules, charge = p.schedules(), p.charge()
                 value = self.credit_values[p.customer_tier]
                 if value is not None:
                     schedules = {d: s.scaled(value) for d, s in schedules.items()}
+                    charge = None if charge is None else charge.scaled(value)
                 entries[p.meter, p.model, p.mode, p.customer_tier] = PriceEntry(
-                    version.id, schedules
+                    version.id, schedules, charge
                 )
             with_versions.append((to_micros(version.effective_from), entries))
         self._versions = Versions(with_versions)
+        self._entries = [entries for _, entries in with_versions]
         self.models = frozenset((p.meter, p.model) for v in spec.versions for p in v.prices)
         """(meter, model) pairs the book has ever priced: the catalogue of known models."""
+
+    def entries(self) -> Sequence[Mapping[_Key, PriceEntry]]:
+        """The prices each version states, oldest first."""
+        return self._entries
 
     def spans(self, meter: str, model: str, mode: str, tier: str) -> list[Span[PriceEntry]]:
         """The list price over time for a customer tier, falling back to the default tier."""

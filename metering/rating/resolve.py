@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from metering.rating.books import Books
+from metering.rating.charges import Charge
 from metering.rating.contracts import ContractVersion
 from metering.rating.money import CONTEXT, q18
 from metering.rating.tiers import Schedule
@@ -36,6 +37,8 @@ class Resolution:
     """Every schedule flat and no allowance: the fast path."""
     unit_prices: Mapping[str, Decimal]
     """Per base unit, for flat schedules; tiered ones depend on the cumulative quantity."""
+    charge: Charge | None = None
+    """A price on what the event carries (percentage, dynamic, matrix) instead of schedules."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +95,8 @@ class Resolver:
             if start >= end:
                 continue
             schedules = span.value.schedules
-            simple = all(s.flat for s in schedules.values())
+            charge = span.value.charge
+            simple = charge is None and all(s.flat for s in schedules.values())
             pools = {
                 d: i
                 for d in METER_DIMENSIONS[meter]
@@ -112,6 +116,7 @@ class Resolver:
                 }
                 if simple
                 else {},
+                charge=charge,
             )
             out.append(Span(start, end, resolution))
         return out

@@ -27,6 +27,16 @@ class Tally:
 
 
 @dataclass(slots=True)
+class Carried:
+    """Amounts carried by a period's events (percentage and dynamic charges): their sum,
+    how many events, and the charge so far."""
+
+    base: Decimal = ZERO
+    events: int = 0
+    amount: Decimal = ZERO
+
+
+@dataclass(slots=True)
 class Pool:
     """An included allowance: units used, their gross amount, and the billable amount."""
 
@@ -74,12 +84,16 @@ class CustomerState:
     """(period, price resolution, dimension) -> list-price tally."""
     costs: dict[PeriodKey, Tally] = field(default_factory=dict)
     """(period, cost resolution, dimension) -> cost tally."""
+    carried: dict[tuple[int, str], Carried] = field(default_factory=dict)
+    """(period, price resolution) -> carried amounts of a percentage or dynamic charge."""
     pools: dict[tuple[int, str, int], Pool] = field(default_factory=dict)
     """(period, contract version, allowance index) -> allowance pool."""
     discounts: dict[tuple[int, str], Discount] = field(default_factory=dict)
     """(period, contract version) -> discount tally."""
     budgets: dict[int, Budget] = field(default_factory=dict)
     """period -> spend against the budget."""
+    corrected: dict[tuple[int, str], str] = field(default_factory=dict)
+    """(period, corrected event id) -> the correction's event id: each applies once."""
     grants: dict[str, Grant] = field(default_factory=dict)
     low_alerts: int = 0
     """How many credit_low alerts have fired: part of the next one's id."""
@@ -88,6 +102,8 @@ class CustomerState:
     def forget_before(self, period_start_us: int) -> None:
         _forget(self.usage, period_start_us)
         _forget(self.costs, period_start_us)
+        _forget(self.carried, period_start_us)
+        _forget(self.corrected, period_start_us)
         _forget(self.pools, period_start_us)
         _forget(self.discounts, period_start_us)
         for period in [p for p in self.budgets if p < period_start_us]:
