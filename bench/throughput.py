@@ -44,7 +44,7 @@ STAGES = (
     "insert",
     "snapshot",
 )
-LATENCY_RATE = 2_000
+LATENCY_RATE = 5_000
 LATENCY_SECONDS = 10
 
 
