@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -39,6 +40,8 @@ from metering.records import ConsumedBatch, Record
 _IDLE_WAIT = timedelta(milliseconds=50)
 _HEARTBEAT = 0.1
 """Seconds between progress reports of an idle partition."""
+_ASKING = ThreadPoolExecutor(4, thread_name_prefix="kafka-watermarks")
+"""Idle partitions' questions to the broker, off the workers' threads."""
 FINAL_MS = 2**62
 """The bound of a partition that will be read no further in this run."""
 
@@ -83,6 +86,7 @@ class _BatchPartition(StatefulSourcePartition[ConsumedBatch, PartitionPosition])
         self._bound_ms = -1
         self._next_heartbeat = 0.0
         self._awake: datetime | None = None
+        self._asking: Future[tuple[int, int]] | None = None
         self._partition_handle = TopicPartition(topic, partition)
 
     def next_batch(self) -> list[ConsumedBatch]:
@@ -130,14 +134,26 @@ class _BatchPartition(StatefulSourcePartition[ConsumedBatch, PartitionPosition])
     def _heartbeat(self) -> list[ConsumedBatch]:
         """When the broker says the partition is read to its end, every later record
         is appended after the question was asked: its key is at least that moment."""
-        if time.monotonic() < self._next_heartbeat:
+        if self._asking is None:
+            if time.monotonic() >= self._next_heartbeat:
+                self._next_heartbeat = time.monotonic() + _HEARTBEAT
+                self._asking = _ASKING.submit(self._ask)
             return []
-        self._next_heartbeat = time.monotonic() + _HEARTBEAT
-        asked_ms = int(time.time() * 1000)
-        _, high = self._consumer.get_watermark_offsets(self._partition_handle, timeout=10)
+        if not self._asking.done():
+            return []
+        asked_ms, high = self._asking.result()
+        self._asking = None
         if high > self._offset:
             return []
         return [self._batch([], max(self._order_ms, asked_ms - self._grace_ms))]
+
+    def _ask(self) -> tuple[int, int]:
+        """The broker's high watermark, and when it was asked: on a thread of its own,
+        since the round trip would stop the worker; records read meanwhile are after
+        the answer or below the watermark, so the bound holds either way."""
+        asked_ms = int(time.time() * 1000)
+        _, high = self._consumer.get_watermark_offsets(self._partition_handle, timeout=10)
+        return asked_ms, high
 
     def _batch(self, records: list[Record], bound_ms: int) -> ConsumedBatch:
         self._bound_ms = max(self._bound_ms, bound_ms)
@@ -150,6 +166,8 @@ class _BatchPartition(StatefulSourcePartition[ConsumedBatch, PartitionPosition])
         return PartitionPosition(self._offset, self._order_ms)
 
     def close(self) -> None:
+        if self._asking is not None:
+            self._asking.result()
         self._consumer.close()
 
 
