@@ -124,6 +124,22 @@ def cmd_grant(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def utc_time(text: str) -> datetime:
+    """RFC 3339; without an offset, UTC."""
+    at = datetime.fromisoformat(text)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def cmd_catalogue(args: argparse.Namespace, settings: Settings) -> int:
+    from commands.catalogue import apply_files, show
+
+    if args.action == "apply":
+        if not args.files:
+            raise ValueError("catalogue apply needs at least one FILE")
+        return apply_files(settings, args.files, args.dry_run)
+    return show(settings, args.at)
+
+
 def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
     from commands.rate import rate_file
 
@@ -278,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expires", type=datetime.fromisoformat, help="RFC 3339 (default: never)")
     p.add_argument("--id", help="grant id (default: a new UUID); re-sending an id changes nothing")
     p.set_defaults(func=cmd_grant)
+
+    p = sub.add_parser(
+        "catalogue", help="the live catalogue: apply YAML files, show what is in force"
+    )
+    p.add_argument("action", choices=["apply", "show"])
+    p.add_argument("files", nargs="*", type=Path, help="apply: catalogue YAML files")
+    p.add_argument("--dry-run", action="store_true", help="apply: print the changes only")
+    p.add_argument("--at", type=utc_time, help="show: RFC 3339 time (default: now)")
+    p.set_defaults(func=cmd_catalogue)
 
     p = sub.add_parser("rate", help="rate a JSON-lines file offline with the same engine")
     p.add_argument("events", type=Path)

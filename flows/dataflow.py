@@ -26,6 +26,7 @@ from bytewax.operators import StatefulBatchLogic
 from clickhouse_connect.driver.client import Client
 
 from flows import metrics
+from flows.catalogue import LiveCatalogue, catalogue_parser, seed_catalogue
 from flows.decode import (
     Parse,
     ShardInput,
@@ -39,10 +40,8 @@ from flows.metering import ShardMeter, ShardState
 from flows.settings import Settings
 from metering.dedupe import DedupeWindow
 from metering.ordering import Source
-from metering.rating.books import load_books
 from metering.rating.budgets import current_budgets
-from metering.rating.engine import RatingEngine
-from schemas.serde import Decoder, open_registry
+from schemas.serde import CATALOGUE, Decoder, open_registry
 from schemas.validation import TimeBounds
 from sinks.batch import SinkBatch
 from sinks.clickhouse import connect
@@ -70,25 +69,32 @@ class _Steps:
         return Decoder(open_registry(self.settings.registry_url), self.settings.registry_url)
 
     @cached_property
+    def catalogue_decoder(self) -> Decoder:
+        registry = open_registry(self.settings.registry_url)
+        return Decoder(registry, self.settings.registry_url, 1, CATALOGUE)
+
+    @cached_property
     def sources(self) -> list[Source]:
-        """Every partition a shard merges: all of the usage and the grants topics."""
+        """Every partition a shard merges: all of the usage, grants and catalogue topics."""
         bootstrap = self.settings.kafka_bootstrap
-        topics = (self.settings.usage_topic, self.settings.credit_grants_topic)
+        settings = self.settings
+        topics = (settings.usage_topic, settings.credit_grants_topic, settings.catalogue_topic)
         return [(t, p) for t in topics for p in partitions_of(bootstrap, t)]
 
     @cached_property
     def meter(self) -> ShardMeter:
-        books = load_books(
-            self.settings.prices_file, self.settings.contracts_file, self.settings.costs_file
-        )
+        live = LiveCatalogue(seed_catalogue(self.settings), self.shards.keys[0])
         lateness_us = self.settings.allowed_lateness // timedelta(microseconds=1)
-        return ShardMeter(RatingEngine(books), lateness_us)
+        return ShardMeter(live.seed_engine, lateness_us, live)
 
     def decode_usage(self, batch: ConsumedBatch) -> Decoded:
         return self._split(batch, usage_parser(self.decoder, self.bounds))
 
     def decode_grants(self, batch: ConsumedBatch) -> Decoded:
         return self._split(batch, parse_grant_value)
+
+    def decode_catalogue(self, batch: ConsumedBatch) -> Decoded:
+        return self._split(batch, catalogue_parser(self.catalogue_decoder))
 
     def _split(self, batch: ConsumedBatch, parse: Parse) -> Decoded:
         metrics.record_consumed(batch.topic, batch.partition, len(batch.records))
@@ -167,10 +173,12 @@ def build_flow(
 
     usage = op.input("usage", flow, source(settings.usage_topic))
     grants = op.input("grants", flow, source(settings.credit_grants_topic))
+    catalogue = op.input("catalogue", flow, source(settings.catalogue_topic))
     decoded = op.merge(
         "decoded",
         op.map("decode_usage", usage, steps.decode_usage),
         op.map("decode_grants", grants, steps.decode_grants),
+        op.map("decode_catalogue", catalogue, steps.decode_catalogue),
     )
     audit = op.map("audit", decoded, lambda d: d[0])
     shards = op.flat_map("split", decoded, lambda d: d[1])

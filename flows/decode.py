@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from flows.catalogue import ConsumedCatalogue, targets
 from flows.kafka_source import ConsumedBatch, Record
+from metering.catalogue.records import CatalogueRecord
 from metering.ordering import Source
 from metering.rating.credits import CreditGrant, parse_grant
 from schemas.event import PickledByPosition, Rejection, RejectReason, UsageEvent
@@ -58,10 +60,10 @@ class ShardInput:
 
     source: Source
     bound_ms: int
-    items: list[Consumed | ConsumedGrant]
+    items: list[Consumed | ConsumedGrant | ConsumedCatalogue]
 
 
-Parsed = UsageEvent | CreditGrant | Rejection
+Parsed = UsageEvent | CreditGrant | CatalogueRecord | Rejection
 
 
 Parse = Callable[[bytes | None, datetime], Parsed]
@@ -115,7 +117,9 @@ def split_batch(
     so a recovery or a replay judges every record as the first run did."""
     received_at = datetime.fromtimestamp(batch.received_at, UTC)
     audit = SinkBatch(f"{batch.topic}/{batch.partition}")
-    by_shard: dict[str, list[Consumed | ConsumedGrant]] = {key: [] for key in shards.keys}
+    by_shard: dict[str, list[Consumed | ConsumedGrant | ConsumedCatalogue]] = {
+        key: [] for key in shards.keys
+    }
     for record in batch.records:
         appended_at = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
         outcome = parse(record.value, appended_at)
@@ -128,6 +132,10 @@ def split_batch(
             record.order_ms,
         )
         item: Consumed | ConsumedGrant
+        if isinstance(outcome, CatalogueRecord):
+            for shard in targets(outcome, shards.keys, shards.of):
+                by_shard[shard].append(ConsumedCatalogue(outcome, *coordinates))
+            continue
         if isinstance(outcome, Rejection):
             audit.add(
                 DEAD_LETTERS,
@@ -205,7 +213,11 @@ def _raw_row(
         record.key.decode(errors="replace") if record.key is not None else None,
         value,
         schema_id,
-        outcome.grant_id if isinstance(outcome, CreditGrant) else outcome.event_id,
+        outcome.grant_id
+        if isinstance(outcome, CreditGrant)
+        else outcome.key
+        if isinstance(outcome, CatalogueRecord)
+        else outcome.event_id,
         outcome.customer_id,
         received_at,
     )

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from flows.catalogue import ConsumedCatalogue, LiveCatalogue
 from flows.decode import Consumed, ConsumedGrant, dead_letter_row
+from metering.catalogue.catalogue import Catalogue
 from metering.dedupe import BUCKET_US, DedupeWindow, Verdict
 from metering.ordering import Sequencer
 from metering.rating.alerts import Alert
@@ -42,11 +44,15 @@ class ShardState:
 
     dedupe: DedupeWindow
     rating: RatingState = field(default_factory=RatingState)
-    sequencer: Sequencer[Consumed | ConsumedGrant] = field(default_factory=lambda: Sequencer(()))
+    sequencer: Sequencer[Consumed | ConsumedGrant | ConsumedCatalogue] = field(
+        default_factory=lambda: Sequencer(())
+    )
     """Records read but not yet metered: they wait for every partition to pass them."""
     positions: Counter[str] = field(default_factory=Counter)
     forgotten_hour: int = -1
     """The hour of event time at which closed periods were last forgotten."""
+    catalogue: Catalogue | None = None
+    """The live catalogue as this shard has applied it; None while it is the seed."""
 
 
 @dataclass
@@ -69,15 +75,18 @@ class _Pending:
 
 
 class ShardMeter:
-    def __init__(self, engine: RatingEngine, allowed_lateness_us: int):
+    def __init__(
+        self, engine: RatingEngine, allowed_lateness_us: int, live: LiveCatalogue | None = None
+    ):
         self.engine = engine
         self.allowed_lateness_us = allowed_lateness_us
+        self.live = live
 
     def meter(
         self,
         shard: str,
         state: ShardState,
-        items: Sequence[Consumed | ConsumedGrant],
+        items: Sequence[Consumed | ConsumedGrant | ConsumedCatalogue],
         received_at: datetime,
     ) -> tuple[SinkBatch, ShardReport]:
         """Usage and grants in the shard's order: a grant applies to the usage after it.
@@ -89,7 +98,14 @@ class ShardMeter:
         out = SinkBatch(shard)
         report = ShardReport()
         usage: list[Consumed] = []
+        if self.live is not None:
+            self.engine = self.live.engine(shard, state.catalogue)
         for item in items:
+            if isinstance(item, ConsumedCatalogue):
+                self._usage(state, usage, out, report, received_at)
+                usage = []
+                self._catalogue(shard, state, item, out, report, received_at)
+                continue
             if isinstance(item, ConsumedGrant):
                 self._usage(state, usage, out, report, received_at)
                 usage = []
@@ -104,6 +120,35 @@ class ShardMeter:
         self._usage(state, usage, out, report, received_at)
         self._forget_closed_periods(state)
         return out, report
+
+    def _catalogue(
+        self,
+        shard: str,
+        state: ShardState,
+        item: ConsumedCatalogue,
+        out: SinkBatch,
+        report: ShardReport,
+        received_at: datetime,
+    ) -> None:
+        """Apply a catalogue record at its place in the order (`flows.catalogue`)."""
+        if self.live is None:
+            return
+        state.catalogue, rejection = self.live.apply(shard, state.catalogue, item)
+        self.engine = self.live.engine(shard, state.catalogue)
+        if rejection is not None:
+            source = (item.topic, item.partition, item.offset)
+            payload = item.record.text.encode()
+            row = dead_letter_row(
+                out.stream,
+                self._next(state, DEAD_LETTERS),
+                *source,
+                rejection,
+                payload,
+                item.kafka_timestamp_ms,
+                received_at,
+            )
+            out.add(DEAD_LETTERS, row)
+            report.dead_letters[str(rejection.reason)] += 1
 
     def _expire(
         self, state: ShardState, out: SinkBatch, report: ShardReport, watermark_us: int

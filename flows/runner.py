@@ -65,7 +65,7 @@ def preflight(settings: Settings) -> None:
     """Fail before starting on what would otherwise stop the flow later: a registry URL
     that is not a registry, a topic that does not order by broker append time."""
     open_registry(settings.registry_url)
-    for topic in (settings.usage_topic, settings.credit_grants_topic):
+    for topic in (settings.usage_topic, settings.credit_grants_topic, settings.catalogue_topic):
         partitions_of(settings.kafka_bootstrap, topic)
 
 
@@ -96,12 +96,14 @@ def fresh_run(settings: Settings, name: str) -> Settings:
         update={
             "usage_topic": f"usage-events-{name}-{stamp}",
             "credit_grants_topic": f"credit-grants-{name}-{stamp}",
+            "catalogue_topic": f"catalogue-{name}-{stamp}",
             "clickhouse_database": f"meterflow_{name}",
             "recovery_dir": settings.home / f"recovery-{name}",
             "tail": False,
         }
     )
-    stack.create_topics(fresh.kafka_bootstrap, fresh.stack().topics)
+    config = fresh.stack()
+    stack.create_topics(fresh.kafka_bootstrap, config.topics, config.compacted)
     client = clickhouse_connect.get_client(dsn=fresh.clickhouse_dsn)
     client.command(f"DROP DATABASE IF EXISTS {fresh.clickhouse_database}")
     client.close()

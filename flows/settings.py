@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "usage-dead-letters"
     credit_grants_topic: str = "credit-grants"
     alerts_topic: str = "usage-alerts"
+    catalogue_topic: str = "catalogue"
+    """Compacted: the live catalogue's records, over the seed files below."""
     usage_partitions: int = 4
 
     dedupe_horizon: timedelta = timedelta(hours=24)
@@ -54,6 +56,7 @@ class Settings(BaseSettings):
     max_age: timedelta = timedelta(days=35)
 
     prices_file: Path = CATALOGUE / "prices.yaml"
+    """With the contracts and costs files: the seed catalogue, in force from the beginning."""
     contracts_file: Path = CATALOGUE / "contracts.yaml"
     costs_file: Path = CATALOGUE / "costs.yaml"
 
@@ -90,7 +93,9 @@ class Settings(BaseSettings):
                 self.credit_grants_topic: self.usage_partitions,
                 self.dead_letter_topic: 1,
                 self.alerts_topic: 1,
+                self.catalogue_topic: 1,
             },
+            compacted=frozenset({self.catalogue_topic}),
         )
 
     def model_post_init(self, _context: object) -> None:

@@ -71,6 +71,7 @@ class RejectReason(StrEnum):
     UNKNOWN_CUSTOMER = "unknown_customer"
     UNKNOWN_MODEL = "unknown_model"
     BEYOND_DEDUPE_HORIZON = "beyond_dedupe_horizon"
+    INVALID_CATALOGUE_RECORD = "invalid_catalogue_record"
 
 
 @dataclass(frozen=True, slots=True)

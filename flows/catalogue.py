@@ -1,0 +1,116 @@
+"""The flow's side of the live catalogue: records read from the catalogue topic, sent
+to the shards that need them, and applied in each shard's one order.
+
+A customer's record goes to that customer's shard, like its credit grants; every other
+record (books, versions, plans) goes to every shard. A shard applies a record at its
+place in the shard's order (`metering.ordering`), so usage after it in that order is
+rated with it, from the record's effective time on, and usage before it is not rated
+again: the same lines in every run and in every recovery. Each shard's catalogue starts
+from the seed files and is part of its snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from metering.catalogue.authoring import changes, read_files
+from metering.catalogue.catalogue import Catalogue
+from metering.catalogue.records import CatalogueRecord, InvalidRecord, record_from
+from metering.rating.books import Books, load_books
+from metering.rating.engine import RatingEngine
+from schemas.event import PickledByPosition, Rejection, RejectReason, UsageEvent
+from schemas.serde import Decoder
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedCatalogue(PickledByPosition):
+    record: CatalogueRecord
+    topic: str
+    partition: int
+    offset: int
+    kafka_timestamp_ms: int
+    order_ms: int = 0
+
+
+def catalogue_parser(
+    decoder: Decoder,
+) -> Callable[[bytes | None, datetime], CatalogueRecord | Rejection]:
+    """Catalogue records: Confluent-framed Avro whose definition is checked as YAML is."""
+
+    def parse(value: bytes | None, _now: datetime) -> CatalogueRecord | Rejection:
+        decoded = decoder.decode(value)
+        if isinstance(decoded, Rejection):
+            return decoded
+        try:
+            return record_from(decoded["kind"], decoded["id"], decoded["definition"])
+        except InvalidRecord as exc:
+            return Rejection(RejectReason.INVALID_CATALOGUE_RECORD, str(exc), decoded["id"])
+
+    return parse
+
+
+def targets(record: CatalogueRecord, keys: tuple[str, ...], of: Callable[[str], str]) -> list[str]:
+    """The shards a record goes to: its customer's, or all."""
+    return list(keys) if record.customer_id is None else [of(record.customer_id)]
+
+
+class LiveCatalogue:
+    """The seed catalogue and an engine per shard for the catalogue it has applied.
+
+    Engines only cache what the books imply, so a shard whose catalogue changed gets a
+    new one, and one shard's engine is never used with another's catalogue."""
+
+    def __init__(self, seed: Catalogue, reporting_shard: str):
+        self.seed = seed
+        self.seed_engine = RatingEngine(seed.books())
+        self._reporting_shard = reporting_shard
+        self._engines: dict[str, tuple[Books, RatingEngine]] = {}
+
+    def engine(self, shard: str, catalogue: Catalogue | None) -> RatingEngine:
+        if catalogue is None:
+            return self.seed_engine
+        books = catalogue.books()
+        cached = self._engines.get(shard)
+        if cached is None or cached[0] is not books:
+            cached = self._engines[shard] = (books, RatingEngine(books))
+        return cached[1]
+
+    def apply(
+        self, shard: str, catalogue: Catalogue | None, item: ConsumedCatalogue
+    ) -> tuple[Catalogue | None, Rejection | None]:
+        """The shard's catalogue with the record applied, or as it was and why not. A
+        record every shard receives is reported by one shard only. A customer's record
+        is applied in place (checked first, it cannot break the books); any other to a
+        copy whose books are built before it replaces the shard's."""
+        record = item.record
+        applied = self.seed.copy() if catalogue is None else catalogue
+        if record.customer_id is None:
+            applied = applied.copy()
+        try:
+            applied.apply(record)
+            if record.customer_id is None:
+                applied.books()
+        except (InvalidRecord, ValueError) as exc:
+            if record.customer_id is None and shard != self._reporting_shard:
+                return catalogue, None
+            detail = f"{record.key}: {exc}"
+            reason = RejectReason.INVALID_CATALOGUE_RECORD
+            return catalogue, Rejection(reason, detail, record.key, record.customer_id)
+        return applied, None
+
+    def knows(self, catalogue: Catalogue | None, event: UsageEvent) -> bool:
+        return (self.seed if catalogue is None else catalogue).knows_customer(event.customer_id)
+
+
+def seed_catalogue(settings: Settings) -> Catalogue:
+    """The catalogue files of the settings as records, checked as the flow always has."""
+    files = (settings.prices_file, settings.contracts_file, settings.costs_file)
+    load_books(*files)
+    seed, _ = changes(Catalogue(), read_files(files))
+    return seed

@@ -1,0 +1,208 @@
+"""The live catalogue on the real stack: one flow in tail mode, never restarted, while
+`meterflow catalogue apply` adds a customer and a price version effective in the past
+of the open period. Usage after each record in the shard's order is rated with it, from
+its effective time; what was rated before is not rated again; reconcile passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from flows.settings import Settings
+from infra import stack
+from schemas.producer import UsageProducer
+from schemas.serde import Encoder
+from tests.conftest import PORT_BASE
+
+pytestmark = pytest.mark.stack
+
+CUSTOMER = "cust-live"
+METRICS_PORT = PORT_BASE + 464
+NOW = datetime.now(UTC).replace(microsecond=0)
+EFFECTIVE = NOW - timedelta(minutes=30)
+"""The new price's effective time: in the open period, before the usage that uses it."""
+
+CUSTOMER_FILE = f"""
+customers:
+  - id: {CUSTOMER}
+    name: Live Onboarding
+    contract: {{id: C-live, terms: {{discount_percent: 10}}}}
+"""
+PRICE_FILE = f"""
+versions:
+  - id: list-live
+    effective_from: {EFFECTIVE.isoformat()}
+    prices:
+      - {{meter: image.generation, model: sdxl, rates: {{images: 0.05}}}}
+"""
+
+
+def usage(event_id: str, at: datetime, images: int) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "timestamp": at,
+        "customer_id": CUSTOMER,
+        "project_id": None,
+        "feature": None,
+        "meter": "image.generation",
+        "model": "sdxl",
+        "provider": "stability",
+        "mode": "realtime",
+        "quantities": {"images": images},
+        "properties": {},
+        "region": None,
+    }
+
+
+@pytest.fixture
+def env(settings: Settings, kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
+    name = uuid.uuid4().hex[:8]
+    topics = {"usage": f"live-usage-{name}", "grants": f"live-grants-{name}"}
+    catalogue = f"live-catalogue-{name}"
+    stack.create_topics(
+        kafka_bootstrap, {topics["usage"]: 4, topics["grants"]: 2, catalogue: 1}, {catalogue}
+    )
+    return {
+        **os.environ,
+        "METERFLOW_USAGE_TOPIC": topics["usage"],
+        "METERFLOW_CREDIT_GRANTS_TOPIC": topics["grants"],
+        "METERFLOW_CATALOGUE_TOPIC": catalogue,
+        "METERFLOW_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'chdb'}",
+        "METERFLOW_RECOVERY_DIR": str(tmp_path / "recovery"),
+        "METERFLOW_SNAPSHOT_SECONDS": "0.5",
+        "METERFLOW_SINK_FLUSH_SECONDS": "0.2",
+        "METERFLOW_METRICS_PORT": str(METRICS_PORT),
+    }
+
+
+@pytest.fixture
+def tail_flow(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A flow in tail mode; its log is printed when a test fails."""
+    log = tmp_path / "flow.log"
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "commands.cli", "run"]
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=30)
+    print(log.read_text()[-5000:])
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "commands.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def flow_metrics() -> list[str]:
+    """The running flow's metrics, none before it serves them."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=2) as r:
+            return [line for line in r.read().decode().splitlines() if line.startswith("meterflow")]
+    except OSError:
+        return []
+
+
+def wait_for(metric: str, count: int, timeout: float = 40) -> None:
+    """Until the flow's counters named `metric` add up to `count`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = flow_metrics()
+        done = [float(x.split()[-1]) for x in lines if x.startswith(metric)]
+        if sum(done) >= count:
+            return
+        assert time.monotonic() < deadline, f"{metric} below {count} in {timeout} s: {lines}"
+        time.sleep(0.2)
+
+
+def wait_outcomes(count: int) -> None:
+    """Until `count` usage records have an outcome."""
+    wait_for("meterflow_events_total{", count)
+
+
+def stop_when_written(flow: subprocess.Popen[bytes], rated: int) -> None:
+    """Once the sink has written `rated` rated rows, stop the flow: a tail-mode flow runs
+    until it is stopped, and the exactly-once sink keeps what it has written."""
+    wait_for("meterflow_produce_to_queryable_seconds_count", rated)
+    flow.kill()
+    flow.wait(timeout=30)
+
+
+READ = """
+import json
+from flows.settings import Settings
+from sinks.clickhouse import connect
+s = Settings()
+c = connect(s.clickhouse_dsn, s.clickhouse_database)
+rows = c.query("SELECT event_id, toString(amount), toString(discount), price_version, "
+               "contract_version FROM rated_usage WHERE customer_id = 'cust-live'").result_rows
+print(json.dumps(sorted(rows)))
+"""
+
+
+def test_customers_and_prices_apply_to_a_running_flow(
+    env: dict[str, str],
+    tail_flow: subprocess.Popen[bytes],
+    registry_client: SchemaRegistryClient,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "customer.yaml").write_text(CUSTOMER_FILE)
+    (tmp_path / "prices.yaml").write_text(PRICE_FILE)
+    applied = cli(env, "catalogue", "apply", str(tmp_path / "customer.yaml"))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines()[0] == f"+ customer/{CUSTOMER}"
+    again = cli(env, "catalogue", "apply", str(tmp_path / "customer.yaml"))
+    assert again.stdout.splitlines() == ["no changes"], again.stderr
+
+    sender = UsageProducer(kafka_bootstrap, env["METERFLOW_USAGE_TOPIC"], Encoder(registry_client))
+    with sender:
+        sender.send(usage("before-price", NOW - timedelta(minutes=10), 10))
+    wait_outcomes(1)
+
+    applied = cli(env, "catalogue", "apply", str(tmp_path / "prices.yaml"))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines()[0] == "+ price_version/list-live"
+    with sender:
+        sender.send(usage("older-than-price", NOW - timedelta(minutes=50), 10))
+        sender.send(usage("after-price", NOW - timedelta(minutes=10), 10))
+    wait_outcomes(3)
+    shown = cli(env, "catalogue", "show", "--at", (NOW - timedelta(minutes=1)).isoformat())
+    assert "  list-live from " + EFFECTIVE.isoformat() + " (in force)" in shown.stdout
+    assert f"  {CUSTOMER} (Live Onboarding): contract C-live, tier default, discount 10%" in (
+        shown.stdout.splitlines()
+    )
+
+    assert tail_flow.poll() is None, "the flow stopped"
+    stop_when_written(tail_flow, 3)
+    read = subprocess.run(
+        [sys.executable, "-c", READ], env=env, check=True, capture_output=True, text=True
+    )
+    rows = {row[0]: tuple(row[1:]) for row in json.loads(read.stdout)}
+    d = Decimal
+    assert {k: (d(a), d(disc), v, c) for k, (a, disc, v, c) in rows.items()} == {
+        "before-price": (d("0.40"), d("0.04"), "list-2025-01", "C-live"),
+        "older-than-price": (d("0.40"), d("0.04"), "list-2025-01", "C-live"),
+        "after-price": (d("0.50"), d("0.05"), "list-live", "C-live"),
+    }
+    reconciled = cli(env, "reconcile")
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
