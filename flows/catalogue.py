@@ -11,21 +11,31 @@ from the seed files and is part of its snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from metering.catalogue.authoring import changes, read_files
 from metering.catalogue.catalogue import Catalogue
-from metering.catalogue.records import CatalogueRecord, InvalidRecord, record_from
+from metering.catalogue.records import (
+    CatalogueRecord,
+    InvalidRecord,
+    Kind,
+    make_record,
+    record_from,
+)
+from metering.parking import Parkable, Parking
 from metering.rating.books import Books, load_books
+from metering.rating.contracts import CustomerSpec
 from metering.rating.engine import RatingEngine
 from schemas.event import PickledByPosition, Rejection, RejectReason, UsageEvent
 from schemas.serde import Decoder
 
 if TYPE_CHECKING:
     from flows.settings import Settings
+
+T = TypeVar("T", bound=Parkable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +70,30 @@ def targets(record: CatalogueRecord, keys: tuple[str, ...], of: Callable[[str], 
     return list(keys) if record.customer_id is None else [of(record.customer_id)]
 
 
+@dataclass(frozen=True, slots=True)
+class UnknownCustomers:
+    """What usage of a customer not in the catalogue meets (`flows.settings`)."""
+
+    mode: Literal["park", "list_price", "dead_letter"] = "dead_letter"
+    max_events: int = 0
+    max_age_ms: int = 0
+
+
 class LiveCatalogue:
     """The seed catalogue and an engine per shard for the catalogue it has applied.
 
     Engines only cache what the books imply, so a shard whose catalogue changed gets a
     new one, and one shard's engine is never used with another's catalogue."""
 
-    def __init__(self, seed: Catalogue, reporting_shard: str):
+    def __init__(
+        self,
+        seed: Catalogue,
+        reporting_shard: str,
+        unknown: UnknownCustomers = UnknownCustomers(),
+    ):
         self.seed = seed
         self.seed_engine = RatingEngine(seed.books())
+        self.unknown = unknown
         self._reporting_shard = reporting_shard
         self._engines: dict[str, tuple[Books, RatingEngine]] = {}
 
@@ -104,8 +129,29 @@ class LiveCatalogue:
             return catalogue, Rejection(reason, detail, record.key, record.customer_id)
         return applied, None
 
-    def knows(self, catalogue: Catalogue | None, event: UsageEvent) -> bool:
-        return (self.seed if catalogue is None else catalogue).knows_customer(event.customer_id)
+    def parks(self, rejection: Rejection) -> bool:
+        return self.unknown.mode == "park" and rejection.reason is RejectReason.UNKNOWN_CUSTOMER
+
+    def parking_due(self, parking: Parking[Any], order_ms: int) -> bool:
+        unknown = self.unknown
+        return bool(parking) and parking.due(order_ms, unknown.max_age_ms, unknown.max_events)
+
+    def over_bound(self, parking: Parking[T], order_ms: int) -> list[T]:
+        return parking.over_bound(order_ms, self.unknown.max_age_ms, self.unknown.max_events)
+
+    def admit(self, catalogue: Catalogue | None, events: Iterable[UsageEvent]) -> Catalogue | None:
+        """At list price, an unknown customer becomes a customer without a contract (list
+        price, default tier, calendar months) at its first event's place in the order."""
+        if self.unknown.mode != "list_price":
+            return catalogue
+        current = self.seed if catalogue is None else catalogue
+        unknown = {e.customer_id for e in events if not current.knows_customer(e.customer_id)}
+        if not unknown:
+            return catalogue
+        admitted = self.seed.copy() if catalogue is None else catalogue
+        for customer_id in sorted(unknown):
+            admitted.apply(make_record(Kind.CUSTOMER, customer_id, CustomerSpec(id=customer_id)))
+        return admitted
 
 
 def seed_catalogue(settings: Settings) -> Catalogue:

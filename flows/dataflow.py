@@ -26,7 +26,7 @@ from bytewax.operators import StatefulBatchLogic
 from clickhouse_connect.driver.client import Client
 
 from flows import metrics
-from flows.catalogue import LiveCatalogue, catalogue_parser, seed_catalogue
+from flows.catalogue import LiveCatalogue, UnknownCustomers, catalogue_parser, seed_catalogue
 from flows.decode import (
     Parse,
     ShardInput,
@@ -83,7 +83,13 @@ class _Steps:
 
     @cached_property
     def meter(self) -> ShardMeter:
-        live = LiveCatalogue(seed_catalogue(self.settings), self.shards.keys[0])
+        settings = self.settings
+        unknown = UnknownCustomers(
+            settings.unknown_customers,
+            settings.park_max_events,
+            settings.park_max_age // timedelta(milliseconds=1),
+        )
+        live = LiveCatalogue(seed_catalogue(settings), self.shards.keys[0], unknown)
         lateness_us = self.settings.allowed_lateness // timedelta(microseconds=1)
         return ShardMeter(live.seed_engine, lateness_us, live)
 
@@ -146,6 +152,7 @@ class _MeterLogic(StatefulBatchLogic[ShardItems, SinkBatch, bytes]):
         out, report = self.meter.meter(shard, self.state, items, datetime.now(UTC))
         window = self.state.dedupe
         metrics.record_shard(shard, report, len(window), window.max_event_us)
+        metrics.record_parking(shard, report, len(self.state.parked))
         return [out], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:

@@ -19,6 +19,7 @@ from flows.decode import Consumed, ConsumedGrant, dead_letter_row
 from metering.catalogue.catalogue import Catalogue
 from metering.dedupe import BUCKET_US, DedupeWindow, Verdict
 from metering.ordering import Sequencer
+from metering.parking import Parking
 from metering.rating.alerts import Alert
 from metering.rating.credits import CreditExpiry
 from metering.rating.engine import RatingEngine
@@ -34,6 +35,7 @@ from sinks.tables import (
     DEAD_LETTERS,
     DUPLICATES,
     LATE_ADJUSTMENTS,
+    PARKED_USAGE,
     RATED_USAGE,
 )
 
@@ -53,6 +55,8 @@ class ShardState:
     """The hour of event time at which closed periods were last forgotten."""
     catalogue: Catalogue | None = None
     """The live catalogue as this shard has applied it; None while it is the seed."""
+    parked: Parking[Consumed] = field(default_factory=Parking)
+    """Usage of customers not in the catalogue yet (`metering.parking`)."""
 
 
 @dataclass
@@ -64,6 +68,8 @@ class ShardReport:
     lateness_seconds: list[float] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     grants: int = 0
+    parked: int = 0
+    released: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +155,67 @@ class ShardMeter:
             )
             out.add(DEAD_LETTERS, row)
             report.dead_letters[str(rejection.reason)] += 1
+        customer_id = item.record.customer_id
+        if rejection is None and customer_id is not None:
+            self._unpark(state, state.parked.release(customer_id), out, report, received_at)
+
+    def _unpark(
+        self,
+        state: ShardState,
+        items: list[Consumed],
+        out: SinkBatch,
+        report: ShardReport,
+        received_at: datetime,
+    ) -> None:
+        """Rate parked usage now that its customer is known, judged late against the
+        watermark of now, as if it arrived now (it was deduplicated when it did)."""
+        if not items:
+            return
+        newest_us = state.dedupe.max_event_us
+        watermark_us = newest_us - self.allowed_lateness_us
+        pending = []
+        for item in items:
+            self._park(state, out, item, "released", received_at)
+            event_us = to_micros(item.event.timestamp)
+            late = event_us < watermark_us
+            lateness_us = max(0, newest_us - event_us)
+            if late:
+                report.lateness_seconds.append(lateness_us / 1e6)
+            pending.append(_Pending(item, late, lateness_us // 1000, watermark_us))
+        report.released += len(items)
+        self._rate(state, pending, out, report, received_at)
+
+    def _unpark_expired(
+        self,
+        state: ShardState,
+        order_ms: int,
+        out: SinkBatch,
+        report: ShardReport,
+        received_at: datetime,
+    ) -> None:
+        assert self.live is not None
+        unknown = self.live.unknown
+        for item in self.live.over_bound(state.parked, order_ms):
+            self._park(state, out, item, "expired", received_at)
+            customer_id = item.event.customer_id
+            rejection = Rejection(
+                RejectReason.UNKNOWN_CUSTOMER,
+                f"customer {customer_id!r} is not in the catalogue, and its usage was parked "
+                f"past the bound ({unknown.max_events} events a shard, "
+                f"{unknown.max_age_ms / 3_600_000:g} h); redrive it once the customer exists",
+                item.event.event_id,
+                customer_id,
+            )
+            self._dead_letter(state, out, report, item, rejection, received_at)
+
+    def _park(
+        self, state: ShardState, out: SinkBatch, item: Consumed, action: str, at: datetime
+    ) -> None:
+        event = item.event
+        source = (item.topic, item.partition, item.offset)
+        row = (event.event_id, event.customer_id, event.timestamp, item.kafka_timestamp_ms, at)
+        position = self._next(state, PARKED_USAGE)
+        out.add(PARKED_USAGE, (out.stream, position, *source, action, *row))
 
     def _expire(
         self, state: ShardState, out: SinkBatch, report: ShardReport, watermark_us: int
@@ -185,14 +252,37 @@ class ShardMeter:
         if not items:
             return
         pending = self._dedupe(state, items, out, report, received_at)
-        result = self.engine.rate_batch(state.rating, [p.consumed.event for p in pending])
+        self._rate(state, pending, out, report, received_at)
+
+    def _rate(
+        self,
+        state: ShardState,
+        pending: Sequence[_Pending],
+        out: SinkBatch,
+        report: ShardReport,
+        received_at: datetime,
+    ) -> None:
+        events = [p.consumed.event for p in pending]
+        if self.live is not None:
+            state.catalogue = self.live.admit(state.catalogue, events)
+            self.engine = self.live.engine(out.stream, state.catalogue)
+        result = self.engine.rate_batch(state.rating, events)
         rated = {(line.customer_id, line.event_id): line for line in result.lines}
         rejected = {(r.customer_id, r.event_id): r for r in result.rejections}
         rated_at = datetime.now(UTC)
         for p in pending:
             key = (p.consumed.event.customer_id, p.consumed.event.event_id)
             line = rated.get(key)
-            if line is None:
+            live = self.live
+            if live is not None and live.parking_due(state.parked, p.consumed.order_ms):
+                self._unpark_expired(state, p.consumed.order_ms, out, report, received_at)
+            if line is None and live is not None and live.parks(rejected[key]):
+                self._park(state, out, p.consumed, "parked", received_at)
+                state.parked.park(p.consumed.event.customer_id, p.consumed)
+                report.parked += 1
+                if live.parking_due(state.parked, p.consumed.order_ms):
+                    self._unpark_expired(state, p.consumed.order_ms, out, report, received_at)
+            elif line is None:
                 self._dead_letter(state, out, report, p.consumed, rejected[key], received_at)
             else:
                 self._rated(state, out, report, p, line, rated_at)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -59,6 +60,14 @@ class Settings(BaseSettings):
     """With the contracts and costs files: the seed catalogue, in force from the beginning."""
     contracts_file: Path = CATALOGUE / "contracts.yaml"
     costs_file: Path = CATALOGUE / "costs.yaml"
+
+    unknown_customers: Literal["park", "list_price", "dead_letter"] = "park"
+    """Usage of a customer not in the catalogue: held until the customer appears (within
+    the bounds below), rated at list price on the default tier, or dead-lettered."""
+    park_max_events: int = Field(default=100_000, gt=0)
+    """Per shard; past it the oldest parked events are dead-lettered."""
+    park_max_age: timedelta = timedelta(hours=24)
+    """By broker append time, against the shard's order."""
 
     shards: int = 32
     tail: bool = True

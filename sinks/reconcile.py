@@ -1,7 +1,8 @@
 """`meterflow reconcile`: prove every consumed offset has exactly one outcome.
 
-The raw event log holds every consumed record; rated usage, duplicates and dead
-letters each name the offset they account for. An offset with no outcome is a
+The raw event log holds every consumed record; rated usage, duplicates, dead
+letters and usage parked for a customer not in the catalogue yet each name the offset
+they account for. An offset with no outcome is a
 gap (lost revenue), one with two is a double count, an outcome without a raw
 record is an orphan, and a partition whose log stops short of Kafka's end has
 records not consumed yet. Each materialized view must also count what its table
@@ -22,7 +23,12 @@ _OUTCOMES = """
     FROM duplicates WHERE topic = %(topic)s
     UNION ALL
     SELECT partition, offset, 'dead_letter' FROM dead_letters WHERE topic = %(topic)s
+    UNION ALL
+    SELECT partition, offset, 'parked' FROM parked_usage WHERE topic = %(topic)s
+    GROUP BY partition, offset HAVING max(action = 'parked') AND NOT max(action != 'parked')
 """
+"""Usage parked for a customer not in the catalogue yet is accounted for while it is held;
+once released it is rated, once past the bound dead-lettered."""
 
 _VIEWS = {
     "usage_minute": ("sum(events)", "rated_usage", "count()"),

@@ -14,6 +14,7 @@ LATE_ADJUSTMENTS = "late_adjustments"
 ALERTS = "alerts"
 CREDIT_GRANTS = "credit_grants"
 CREDIT_EXPIRIES = "credit_expiries"
+PARKED_USAGE = "parked_usage"
 
 _SOURCE = ("stream", "position", "topic", "partition", "offset")
 
@@ -126,6 +127,15 @@ TABLES: dict[str, tuple[str, ...]] = {
         "expires_at",
         "credits",
         "amount",
+    ),
+    PARKED_USAGE: (
+        *_SOURCE,
+        "action",
+        "event_id",
+        "customer_id",
+        "timestamp",
+        "kafka_timestamp",
+        "at",
     ),
 }
 

@@ -36,11 +36,16 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 EFFECTIVE = NOW - timedelta(minutes=30)
 """The new price's effective time: in the open period, before the usage that uses it."""
 
+AMENDED = NOW - timedelta(minutes=10)
 CUSTOMER_FILE = f"""
 customers:
   - id: {CUSTOMER}
     name: Live Onboarding
-    contract: {{id: C-live, terms: {{discount_percent: 10}}}}
+    contract:
+      id: C-live
+      terms: {{discount_percent: 10}}
+      amendments:
+        - {{id: C-live-A1, effective_from: {AMENDED.isoformat()}, discount_percent: 20}}
 """
 PRICE_FILE = f"""
 versions:
@@ -51,11 +56,11 @@ versions:
 """
 
 
-def usage(event_id: str, at: datetime, images: int) -> dict[str, Any]:
+def usage(event_id: str, at: datetime, images: int, customer: str = CUSTOMER) -> dict[str, Any]:
     return {
         "event_id": event_id,
         "timestamp": at,
-        "customer_id": CUSTOMER,
+        "customer_id": customer,
         "project_id": None,
         "feature": None,
         "meter": "image.generation",
@@ -159,50 +164,59 @@ print(json.dumps(sorted(rows)))
 """
 
 
-def test_customers_and_prices_apply_to_a_running_flow(
+def test_parked_usage_new_customers_and_prices_in_a_running_flow(
     env: dict[str, str],
     tail_flow: subprocess.Popen[bytes],
     registry_client: SchemaRegistryClient,
     kafka_bootstrap: str,
     tmp_path: Path,
 ) -> None:
+    """Usage of a customer not in the catalogue is parked, then rated on the terms in force
+    at each event's time once `catalogue apply` adds the customer; a price effective in the
+    past of the open period prices only usage after it in the order; a customer that never
+    appears stays parked and reconcile counts it."""
     (tmp_path / "customer.yaml").write_text(CUSTOMER_FILE)
     (tmp_path / "prices.yaml").write_text(PRICE_FILE)
+    sender = UsageProducer(kafka_bootstrap, env["METERFLOW_USAGE_TOPIC"], Encoder(registry_client))
+    with sender:
+        sender.send(usage("parked-1", NOW - timedelta(minutes=20), 10))
+        sender.send(usage("parked-2", NOW - timedelta(minutes=5), 10))
+        sender.send(usage("ghost-1", NOW - timedelta(minutes=5), 10, "cust-ghost"))
+    wait_for("meterflow_parked_total", 3)
+    assert not [x for x in flow_metrics() if x.startswith("meterflow_events_total{")]
+
     applied = cli(env, "catalogue", "apply", str(tmp_path / "customer.yaml"))
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.splitlines()[0] == f"+ customer/{CUSTOMER}"
     again = cli(env, "catalogue", "apply", str(tmp_path / "customer.yaml"))
     assert again.stdout.splitlines() == ["no changes"], again.stderr
-
-    sender = UsageProducer(kafka_bootstrap, env["METERFLOW_USAGE_TOPIC"], Encoder(registry_client))
-    with sender:
-        sender.send(usage("before-price", NOW - timedelta(minutes=10), 10))
-    wait_outcomes(1)
+    wait_for("meterflow_unparked_total", 2)
 
     applied = cli(env, "catalogue", "apply", str(tmp_path / "prices.yaml"))
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.splitlines()[0] == "+ price_version/list-live"
     with sender:
         sender.send(usage("older-than-price", NOW - timedelta(minutes=50), 10))
-        sender.send(usage("after-price", NOW - timedelta(minutes=10), 10))
-    wait_outcomes(3)
+        sender.send(usage("after-price", NOW - timedelta(minutes=2), 10))
+    wait_outcomes(4)
     shown = cli(env, "catalogue", "show", "--at", (NOW - timedelta(minutes=1)).isoformat())
     assert "  list-live from " + EFFECTIVE.isoformat() + " (in force)" in shown.stdout
-    assert f"  {CUSTOMER} (Live Onboarding): contract C-live, tier default, discount 10%" in (
+    assert f"  {CUSTOMER} (Live Onboarding): contract C-live-A1, tier default, discount 20%" in (
         shown.stdout.splitlines()
     )
 
     assert tail_flow.poll() is None, "the flow stopped"
-    stop_when_written(tail_flow, 3)
+    stop_when_written(tail_flow, 4)
     read = subprocess.run(
         [sys.executable, "-c", READ], env=env, check=True, capture_output=True, text=True
     )
-    rows = {row[0]: tuple(row[1:]) for row in json.loads(read.stdout)}
     d = Decimal
-    assert {k: (d(a), d(disc), v, c) for k, (a, disc, v, c) in rows.items()} == {
-        "before-price": (d("0.40"), d("0.04"), "list-2025-01", "C-live"),
+    assert {row[0]: (d(row[1]), d(row[2]), *row[3:]) for row in json.loads(read.stdout)} == {
+        "parked-1": (d("0.40"), d("0.04"), "list-2025-01", "C-live"),
+        "parked-2": (d("0.40"), d("0.08"), "list-2025-01", "C-live-A1"),
         "older-than-price": (d("0.40"), d("0.04"), "list-2025-01", "C-live"),
-        "after-price": (d("0.50"), d("0.05"), "list-live", "C-live"),
+        "after-price": (d("0.50"), d("0.10"), "list-live", "C-live-A1"),
     }
     reconciled = cli(env, "reconcile")
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+    assert "  parked       1" in reconciled.stdout.splitlines()
