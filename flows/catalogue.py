@@ -12,7 +12,7 @@ from the seed files and is part of its snapshot.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -30,6 +30,7 @@ from metering.rating.books import Books, load_books
 from metering.rating.contracts import CustomerSpec
 from metering.rating.engine import RatingEngine
 from schemas.event import PickledByPosition, Rejection, RejectReason, UsageEvent
+from schemas.meters import METER_DIMENSIONS
 from schemas.serde import Decoder
 
 if TYPE_CHECKING:
@@ -129,6 +130,9 @@ class LiveCatalogue:
             return catalogue, Rejection(reason, detail, record.key, record.customer_id)
         return applied, None
 
+    def current(self, catalogue: Catalogue | None) -> Catalogue:
+        return self.seed if catalogue is None else catalogue
+
     def parks(self, rejection: Rejection) -> bool:
         return self.unknown.mode == "park" and rejection.reason is RejectReason.UNKNOWN_CUSTOMER
 
@@ -156,7 +160,33 @@ class LiveCatalogue:
 
 def seed_catalogue(settings: Settings) -> Catalogue:
     """The catalogue files of the settings as records, checked as the flow always has."""
-    files = (settings.prices_file, settings.contracts_file, settings.costs_file)
-    load_books(*files)
-    seed, _ = changes(Catalogue(), read_files(files))
+    books = (settings.prices_file, settings.contracts_file, settings.costs_file)
+    load_books(*books)
+    seed, _ = changes(Catalogue(), read_files([settings.meters_file, *books]))
     return seed
+
+
+def metered(catalogue: Catalogue | None, events: list[UsageEvent]) -> list[UsageEvent | Rejection]:
+    """Events of the catalogue's meters, counted by their aggregation, or why not. Built-in
+    meters were checked when decoded; without a catalogue only they are known."""
+    out: list[UsageEvent | Rejection] = []
+    for event in events:
+        if event.meter in METER_DIMENSIONS:
+            out.append(event)
+            continue
+        meter = None if catalogue is None else catalogue.meter(event.meter)
+        ids = (event.event_id, event.customer_id)
+        if meter is None:
+            known = sorted(METER_DIMENSIONS if catalogue is None else catalogue.meter_names())
+            detail = f"meter {event.meter!r} is not one of {known}"
+            out.append(Rejection(RejectReason.UNKNOWN_METER, detail, *ids))
+        elif undefined := sorted(set(event.quantities) - set(meter.dimensions)):
+            detail = f"dimensions {undefined} are not defined: {meter.describe(event.meter)}"
+            out.append(Rejection(RejectReason.UNKNOWN_DIMENSION, detail, *ids))
+        else:
+            counted = {
+                d: 1 if meter.dimensions[d].aggregation == "count" else q
+                for d, q in event.quantities.items()
+            }
+            out.append(replace(event, quantities=counted))
+    return out

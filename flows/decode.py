@@ -91,7 +91,7 @@ def usage_parser(decoder: Decoder, bounds: TimeBounds) -> Parse:
         decoded = decoder.decode(value)
         if isinstance(decoded, Rejection):
             return decoded
-        return validate(decoded, now, bounds, typed=True)
+        return validate(decoded, now, bounds, typed=True, catalogue_meters=True)
 
     return parse
 

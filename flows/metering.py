@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from flows.catalogue import ConsumedCatalogue, LiveCatalogue
+from flows.catalogue import ConsumedCatalogue, LiveCatalogue, metered
 from flows.decode import Consumed, ConsumedGrant, dead_letter_row
 from metering.catalogue.catalogue import Catalogue
 from metering.dedupe import BUCKET_US, DedupeWindow, Verdict
@@ -25,7 +25,7 @@ from metering.rating.credits import CreditExpiry
 from metering.rating.engine import RatingEngine
 from metering.rating.lines import RatedLine
 from metering.rating.state import RatingState
-from schemas.event import Rejection, RejectReason, from_micros, to_micros
+from schemas.event import Rejection, RejectReason, UsageEvent, from_micros, to_micros
 from schemas.jsonform import dump_line, to_record
 from sinks.batch import Row, SinkBatch
 from sinks.tables import (
@@ -263,12 +263,17 @@ class ShardMeter:
         received_at: datetime,
     ) -> None:
         events = [p.consumed.event for p in pending]
+        current = None
         if self.live is not None:
             state.catalogue = self.live.admit(state.catalogue, events)
             self.engine = self.live.engine(out.stream, state.catalogue)
+            current = self.live.current(state.catalogue)
+        checked = metered(current, events)
+        events = [e for e in checked if isinstance(e, UsageEvent)]
+        unmetered = [r for r in checked if isinstance(r, Rejection)]
         result = self.engine.rate_batch(state.rating, events)
         rated = {(line.customer_id, line.event_id): line for line in result.lines}
-        rejected = {(r.customer_id, r.event_id): r for r in result.rejections}
+        rejected = {(r.customer_id, r.event_id): r for r in [*unmetered, *result.rejections]}
         rated_at = datetime.now(UTC)
         for p in pending:
             key = (p.consumed.event.customer_id, p.consumed.event.event_id)

@@ -56,8 +56,10 @@ class Settings(BaseSettings):
     max_future: timedelta = timedelta(minutes=5)
     max_age: timedelta = timedelta(days=35)
 
+    meters_file: Path = CATALOGUE / "meters.yaml"
+    """With the prices, contracts and costs files: the seed catalogue, in force from the
+    beginning."""
     prices_file: Path = CATALOGUE / "prices.yaml"
-    """With the contracts and costs files: the seed catalogue, in force from the beginning."""
     contracts_file: Path = CATALOGUE / "contracts.yaml"
     costs_file: Path = CATALOGUE / "costs.yaml"
 

@@ -29,14 +29,24 @@ class TimeBounds:
 
 
 def validate(
-    record: Mapping[str, Any], now: datetime, bounds: TimeBounds, typed: bool = False
+    record: Mapping[str, Any],
+    now: datetime,
+    bounds: TimeBounds,
+    typed: bool = False,
+    catalogue_meters: bool = False,
 ) -> UsageEvent | Rejection:
     """Check one record against the contract; `now` is passed in so a batch shares one clock.
 
     `typed` records come from the Avro decoder, whose reader schema already fixes
     every field's presence and type, so only their meaning is checked: the hot path.
+    With `catalogue_meters`, a meter that is not built in may be one of the live
+    catalogue's, which the flow checks in order (`flows.catalogue`); only its quantities'
+    values are checked here.
     """
-    problem = _check_meaning(record, now, bounds) if typed else _check(record, now, bounds)
+    if typed:
+        problem = _check_meaning(record, now, bounds, catalogue_meters)
+    else:
+        problem = _check(record, now, bounds)
     if problem is not None:
         ids = (_str_or_none(record.get("event_id")), _str_or_none(record.get("customer_id")))
         return Rejection(problem[0], problem[1], *ids)
@@ -79,14 +89,14 @@ def _check(
 
 
 def _check_meaning(
-    record: Mapping[str, Any], now: datetime, bounds: TimeBounds
+    record: Mapping[str, Any], now: datetime, bounds: TimeBounds, catalogue_meters: bool = False
 ) -> tuple[RejectReason, str] | None:
     for name in _REQUIRED_STRINGS:
         value = record[name]
         if not value.strip() or len(value) > MAX_ID_LENGTH:
             return _bad_string(name)
     return _check_time(record["timestamp"], now, bounds) or _check_quantities(
-        record["meter"], record["quantities"]
+        record["meter"], record["quantities"], catalogue_meters
     )
 
 
@@ -111,9 +121,11 @@ def _check_time(ts: Any, now: datetime, bounds: TimeBounds) -> tuple[RejectReaso
     return None
 
 
-def _check_quantities(meter: str, quantities: Any) -> tuple[RejectReason, str] | None:
+def _check_quantities(
+    meter: str, quantities: Any, catalogue_meters: bool = False
+) -> tuple[RejectReason, str] | None:
     allowed = METER_DIMENSIONS.get(meter)
-    if allowed is None:
+    if allowed is None and not catalogue_meters:
         return (
             RejectReason.UNKNOWN_METER,
             f"meter {meter!r} is not one of {sorted(METER_DIMENSIONS)}",
@@ -124,7 +136,7 @@ def _check_quantities(meter: str, quantities: Any) -> tuple[RejectReason, str] |
             "'quantities' must be a non-empty map of dimension to integer",
         )
     for dimension, value in quantities.items():
-        if dimension not in allowed:
+        if allowed is not None and dimension not in allowed:
             return (
                 RejectReason.UNKNOWN_DIMENSION,
                 f"meter {meter!r} has no dimension {dimension!r} (allowed: {sorted(allowed)})",

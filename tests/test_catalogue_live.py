@@ -26,6 +26,7 @@ from flows.settings import Settings
 from infra import stack
 from schemas.producer import UsageProducer
 from schemas.serde import Encoder
+from tests.catalogue.test_catalogue import METERS, VECTOR_PRICES
 from tests.conftest import PORT_BASE
 
 pytestmark = pytest.mark.stack
@@ -220,3 +221,57 @@ def test_parked_usage_new_customers_and_prices_in_a_running_flow(
     reconciled = cli(env, "reconcile")
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
     assert "  parked       1" in reconciled.stdout.splitlines()
+
+
+def test_a_meter_added_through_catalogue_apply_only_is_rated(
+    env: dict[str, str],
+    tail_flow: subprocess.Popen[bytes],
+    registry_client: SchemaRegistryClient,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """vector.storage, two dimensions, is no built-in meter: only the catalogue knows it."""
+    (tmp_path / "meters.yaml").write_text(METERS)
+    (tmp_path / "prices.yaml").write_text(VECTOR_PRICES)
+    applied = cli(
+        env, "catalogue", "apply", str(tmp_path / "meters.yaml"), str(tmp_path / "prices.yaml")
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines()[:2] == [
+        "+ meter/vector.storage",
+        "+ price_version/list-vectors",
+    ]
+    vectors = {
+        **usage("vectors-1", NOW - timedelta(minutes=1), 0, "cust-0001"),
+        "meter": "vector.storage",
+        "model": "pgvector",
+        "provider": "self-hosted",
+        "quantities": {"vector_mb_hours": 500, "queries": 40},
+    }
+    with UsageProducer(
+        kafka_bootstrap, env["METERFLOW_USAGE_TOPIC"], Encoder(registry_client)
+    ) as sender:
+        sender.send(vectors)
+        sender.send({**vectors, "event_id": "vectors-2", "quantities": {"writes": 3}})
+    wait_outcomes(2)
+    stop_when_written(tail_flow, 1)
+    read = subprocess.run(
+        [sys.executable, "-c", READ_METER], env=env, check=True, capture_output=True, text=True
+    )
+    assert json.loads(read.stdout) == {
+        "rated": [["vectors-1", {"queries": 1, "vector_mb_hours": 500}, "1.01", "list-vectors"]],
+        "dead": [["vectors-2", "unknown_dimension"]],
+    }
+
+
+READ_METER = """
+import json
+from flows.settings import Settings
+from sinks.clickhouse import connect
+s = Settings()
+c = connect(s.clickhouse_dsn, s.clickhouse_database)
+rated = c.query("SELECT event_id, quantities, toString(amount), price_version FROM rated_usage "
+                "WHERE meter = 'vector.storage'").result_rows
+dead = c.query("SELECT event_id, reason FROM dead_letters WHERE customer_id = 'cust-0001'")
+print(json.dumps({"rated": rated, "dead": dead.result_rows}))
+"""

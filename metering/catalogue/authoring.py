@@ -1,8 +1,9 @@
 """YAML stays the authoring format: catalogue files into records, each traced to where it
 was written, and the changes a set of records makes to a catalogue.
 
-A file is a price book (`versions` of `prices`), a cost book (`versions` of `costs`) or
-contracts (`plans`, `customers`), as in `metering/rating/catalogue/`. For `catalogue
+A file is meters (`meters`), a price book (`versions` of `prices`), a cost book
+(`versions` of `costs`) or contracts (`plans`, `customers`), as in
+`metering/rating/catalogue/`. For `catalogue
 apply` a file may hold only part of one: a new customer, a new price version, a plan;
 what it refers to (a plan, a tier, the currency) may already be in the catalogue.
 """
@@ -24,13 +25,14 @@ from metering.catalogue.records import (
     CostBookHeader,
     InvalidRecord,
     Kind,
+    MeterSpec,
     PriceBookHeader,
     make_record,
 )
 from metering.rating.contracts import CustomerSpec, TermsSpec
 from metering.rating.costbook import CostVersionSpec
 from metering.rating.loading import CatalogueError, Spec, read_yaml, validate_model
-from metering.rating.pricebook import PriceVersionSpec, TierSpec
+from metering.rating.pricebook import CATALOGUE_METERS, PriceVersionSpec, TierSpec
 
 
 class PricesFile(Spec):
@@ -48,6 +50,10 @@ class PricesFile(Spec):
 class CostsFile(Spec):
     currency: str | None = None
     versions: list[CostVersionSpec] = Field(default_factory=list)
+
+
+class MetersFile(Spec):
+    meters: dict[str, MeterSpec] = Field(default_factory=dict)
 
 
 class ContractsFile(Spec):
@@ -101,8 +107,14 @@ def _read(path: Path | str) -> list[Authored]:
     where = str(path)
     if not isinstance(data, dict):
         raise CatalogueError(path, "", "a catalogue file is a mapping (prices, costs or contracts)")
+    if "meters" in data:
+        meters = validate_model(path, data, MetersFile, CATALOGUE_METERS)
+        return [
+            Authored(make_record(Kind.METER, name, meter), where, f"meters.{name}")
+            for name, meter in meters.meters.items()
+        ]
     if "customers" in data or "plans" in data:
-        contracts = validate_model(path, data, ContractsFile)
+        contracts = validate_model(path, data, ContractsFile, CATALOGUE_METERS)
         return [
             Authored(make_record(Kind.PLAN, name, terms), where, f"plans.{name}")
             for name, terms in contracts.plans.items()
@@ -112,7 +124,7 @@ def _read(path: Path | str) -> list[Authored]:
         ]
     versions = data.get("versions")
     if isinstance(versions, list) and any(isinstance(v, dict) and "costs" in v for v in versions):
-        costs = validate_model(path, data, CostsFile)
+        costs = validate_model(path, data, CostsFile, CATALOGUE_METERS)
         out = [
             Authored(make_record(Kind.COST_VERSION, v.id, v), where, f"versions[{i}]")
             for i, v in enumerate(costs.versions)
@@ -121,7 +133,7 @@ def _read(path: Path | str) -> list[Authored]:
             header = CostBookHeader(currency=costs.currency)
             out.append(Authored(make_record(Kind.COST_BOOK, BOOK_ID, header), where, "currency"))
         return out
-    prices = validate_model(path, data, PricesFile)
+    prices = validate_model(path, data, PricesFile, CATALOGUE_METERS)
     out = [
         Authored(make_record(Kind.PRICE_VERSION, v.id, v), where, f"versions[{i}]")
         for i, v in enumerate(prices.versions)

@@ -23,6 +23,7 @@ from metering.catalogue.records import (
     CostBookHeader,
     InvalidRecord,
     Kind,
+    MeterSpec,
     PriceBookHeader,
 )
 from metering.rating.books import Books
@@ -30,6 +31,7 @@ from metering.rating.contracts import (
     Contracts,
     Customer,
     CustomerSpec,
+    SubscriptionSpec,
     TermsSpec,
     customer_of,
 )
@@ -89,6 +91,13 @@ class Catalogue:
     def knows_customer(self, customer_id: str) -> bool:
         return customer_id in self._customers
 
+    def meter_names(self) -> list[str]:
+        return sorted(r.id for r in self.of_kind(Kind.METER))
+
+    def meter(self, name: str) -> MeterSpec | None:
+        record = self.get(Kind.METER, name)
+        return None if record is None else cast(MeterSpec, record.spec)
+
     def apply(self, record: CatalogueRecord) -> bool:
         """Apply a record after `check`; false when it changes nothing (a re-send)."""
         before = self.records.get(record.key)
@@ -127,8 +136,13 @@ class Catalogue:
             case Kind.COST_VERSION:
                 version = cast(CostVersionSpec, record.spec)
                 self._check_start(Kind.COST_VERSION, version.id, version.effective_from)
+                for i, cost in enumerate(version.costs):
+                    self._check_meter(f"costs[{i}]", cost.meter, set(cost.rates))
             case Kind.CUSTOMER:
                 self._check_customer(cast(CustomerSpec, record.spec))
+            case Kind.PLAN:
+                for i, rate in enumerate(cast(TermsSpec, record.spec).rates or []):
+                    self._check_meter(f"rates[{i}]", rate.meter, rate.dimensions())
 
     def books(self) -> Books:
         """The price book, contracts and cost book of everything applied."""
@@ -190,11 +204,21 @@ class Catalogue:
         self._check_start(Kind.PRICE_VERSION, version.id, version.effective_from)
         tiers = self._tiers()
         for i, price in enumerate(version.prices):
+            self._check_meter(f"prices[{i}]", price.meter, price.dimensions())
             if tiers is not None and price.customer_tier not in tiers:
                 raise InvalidRecord(
                     f"prices[{i}].customer_tier: {price.customer_tier!r} is not a price book "
                     f"tier ({sorted(tiers)})"
                 )
+
+    def _check_meter(self, where: str, name: str, dimensions: set[str]) -> None:
+        """A price, cost or allowance names a meter of the catalogue and its dimensions."""
+        meter = self.meter(name)
+        if meter is None:
+            known = self.meter_names()
+            raise InvalidRecord(f"{where}.meter: {name!r} is not a meter of the catalogue {known}")
+        if undefined := sorted(dimensions - set(meter.dimensions)):
+            raise InvalidRecord(f"{where}: {undefined} not defined: {meter.describe(name)}")
 
     def _check_start(self, kind: Kind, version_id: str, start: object) -> None:
         for other in self.of_kind(kind):
@@ -210,6 +234,11 @@ class Catalogue:
         layers: list[tuple[str, TermsSpec]] = [("contract.terms", contract.terms)]
         layers += [(f"contract.amendments[{i}]", a) for i, a in enumerate(contract.amendments)]
         for where, terms in layers:
+            for i, rate in enumerate(terms.rates or []):
+                self._check_meter(f"{where}.rates[{i}]", rate.meter, rate.dimensions())
+            for i, allowance in enumerate((terms.subscription or SubscriptionSpec()).included):
+                dims = set(allowance.dimensions or ())
+                self._check_meter(f"{where}.subscription.included[{i}]", allowance.meter, dims)
             if terms.plan is not None and terms.plan not in plans:
                 raise InvalidRecord(f"{where}.plan: {terms.plan!r} is not a published plan")
             tier = terms.customer_tier

@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from metering.rating.contracts import CustomerSpec, TermsSpec
 from metering.rating.costbook import CostVersionSpec
 from metering.rating.loading import Spec, field_path
-from metering.rating.pricebook import DEFAULT_TIER, PriceVersionSpec, TierSpec
+from metering.rating.pricebook import CATALOGUE_METERS, DEFAULT_TIER, PriceVersionSpec, TierSpec
 
 
 class Kind(StrEnum):
+    METER = "meter"
     PRICE_BOOK = "price_book"
     COST_BOOK = "cost_book"
     PRICE_VERSION = "price_version"
@@ -40,7 +41,31 @@ class CostBookHeader(Spec):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
 
 
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)]
+
+
+class DimensionSpec(Spec):
+    unit: str = Field(min_length=1)
+    aggregation: Literal["sum", "count"] = "sum"
+    """Over a period: the quantities sent, or the events whatever quantity they send."""
+
+
+class MeterSpec(Spec):
+    """What usage of a meter measures: its dimensions, each with a unit."""
+
+    description: str | None = None
+    dimensions: dict[Name, DimensionSpec] = Field(min_length=1)
+
+    def describe(self, name: str) -> str:
+        dims = ", ".join(
+            f"{d} ({s.unit}{', count' if s.aggregation == 'count' else ''})"
+            for d, s in sorted(self.dimensions.items())
+        )
+        return f"meter {name!r} measures {dims}"
+
+
 MODELS: dict[Kind, type[BaseModel]] = {
+    Kind.METER: MeterSpec,
     Kind.PRICE_BOOK: PriceBookHeader,
     Kind.PRICE_VERSION: PriceVersionSpec,
     Kind.COST_BOOK: CostBookHeader,
@@ -49,7 +74,8 @@ MODELS: dict[Kind, type[BaseModel]] = {
     Kind.CUSTOMER: CustomerSpec,
 }
 APPLY_ORDER = {kind: rank for rank, kind in enumerate(Kind)}
-"""What a record may refer to is applied before it: books, versions, plans, customers."""
+"""What a record may refer to is applied before it: meters, books, versions, plans,
+customers."""
 BOOK_ID = "book"
 """The id of the one price book header and the one cost book header."""
 
@@ -100,7 +126,7 @@ def record_from(kind: str, record_id: str, spec_json: str) -> CatalogueRecord:
     except ValueError as exc:
         raise InvalidRecord(f"{known}/{record_id}: definition is not JSON: {exc}") from exc
     try:
-        spec = MODELS[known].model_validate(data)
+        spec = MODELS[known].model_validate(data, context=CATALOGUE_METERS)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = field_path(first["loc"]) or "(top level)"

@@ -294,7 +294,7 @@ def _version(version_id: str, start: int, end: int, terms: TermsSpec) -> Contrac
 
 
 def _allowance(spec: AllowanceSpec) -> Allowance:
-    dimensions = frozenset(spec.dimensions or METER_DIMENSIONS[spec.meter])
+    dimensions = frozenset(spec.dimensions or METER_DIMENSIONS.get(spec.meter, frozenset()))
     return Allowance(
         spec.meter,
         spec.quantity,

@@ -79,9 +79,11 @@ def read_yaml(path: Path | str) -> Any:
         raise CatalogueError(path, "", f"not valid YAML: {exc}") from exc
 
 
-def validate_model(path: Path | str, data: Any, model: type[M]) -> M:
+def validate_model(
+    path: Path | str, data: Any, model: type[M], context: dict[str, Any] | None = None
+) -> M:
     try:
-        return model.model_validate(data if data is not None else {})
+        return model.model_validate(data if data is not None else {}, context=context)
     except ValidationError as exc:
         raise CatalogueError(path, *_describe(exc)) from exc
 

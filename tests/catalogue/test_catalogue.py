@@ -13,18 +13,20 @@ import pytest
 
 from metering.catalogue.authoring import changes, read_files
 from metering.catalogue.catalogue import Catalogue
+from metering.catalogue.records import Kind
 from metering.catalogue.view import in_force
 from metering.rating.books import CATALOGUE, load_books
 from metering.rating.engine import RatingEngine
 from metering.rating.loading import CatalogueError
 from metering.rating.state import RatingState
 from schemas.event import UsageEvent, to_micros
+from schemas.meters import METER_DIMENSIONS
 
 SEED = [CATALOGUE / "prices.yaml", CATALOGUE / "contracts.yaml", CATALOGUE / "costs.yaml"]
 
 
 def seed() -> Catalogue:
-    catalogue, _ = changes(Catalogue(), read_files(SEED))
+    catalogue, _ = changes(Catalogue(), read_files([CATALOGUE / "meters.yaml", *SEED]))
     return catalogue
 
 
@@ -180,3 +182,44 @@ def test_show_marks_the_versions_in_force() -> None:
     assert "  list-2025-01 from 2025-01-01T00:00:00+00:00 (in force)" in lines
     assert "  list-2026-03 from 2026-03-01T00:00:00+00:00 (later)" in lines
     assert "  cust-0020 (Tidewater Energy): contract C-0020, tier default, discount 10%" in lines
+
+
+METERS = """
+meters:
+  vector.storage:
+    description: Vectors held and queries served
+    dimensions:
+      vector_mb_hours: {unit: megabyte-hour}
+      queries: {unit: query, aggregation: count}
+"""
+VECTOR_PRICES = """
+versions:
+  - id: list-vectors
+    effective_from: 2026-01-01T00:00:00Z
+    prices:
+      - {meter: vector.storage, model: pgvector, rates: {vector_mb_hours: 0.002, queries: 0.01}}
+"""
+
+
+def test_the_built_in_meters_are_catalogue_entries() -> None:
+    meters = {r.id: set(r.spec.dimensions) for r in seed().of_kind(Kind.METER)}  # type: ignore[attr-defined]
+    assert meters == {name: set(dims) for name, dims in METER_DIMENSIONS.items()}
+
+
+def test_a_new_meter_and_its_prices_come_from_files_only(tmp_path: Path) -> None:
+    files = [write(tmp_path, "meters.yaml", METERS), write(tmp_path, "p.yaml", VECTOR_PRICES)]
+    after, diff = changes(seed(), read_files(files))
+    assert [c.line() for c in diff] == ["+ meter/vector.storage", "+ price_version/list-vectors"]
+    assert ("vector.storage", "pgvector") in after.books().prices.models
+
+
+def test_a_price_of_an_undefined_dimension_names_the_meter_definition(tmp_path: Path) -> None:
+    bad = VECTOR_PRICES.replace("queries: 0.01", "reads: 0.01")
+    files = [write(tmp_path, "meters.yaml", METERS), write(tmp_path, "p.yaml", bad)]
+    with pytest.raises(CatalogueError) as error:
+        changes(seed(), read_files(files))
+    assert (error.value.path, error.value.field) == (str(files[1]), "versions[0]")
+    assert error.value.reason == (
+        "prices[0]: ['reads'] not defined: meter 'vector.storage' measures "
+        "queries (query, count), vector_mb_hours (megabyte-hour)"
+    )

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import pickle
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Literal
 
 from flows.catalogue import ConsumedCatalogue, LiveCatalogue, UnknownCustomers
 from flows.decode import Consumed
 from flows.metering import ShardMeter, ShardState
+from metering.catalogue.authoring import changes, read_files
 from metering.catalogue.records import Kind, make_record
 from metering.dedupe import DedupeWindow
 from metering.rating.contracts import CustomerSpec
+from schemas.event import UsageEvent
 from sinks.batch import SinkBatch
 from sinks.tables import DEAD_LETTERS, PARKED_USAGE, RATED_USAGE, TABLES
-from tests.catalogue.test_catalogue import event, seed
+from tests.catalogue.test_catalogue import METERS, VECTOR_PRICES, event, seed, write
 
 HOUR_MS = 3_600_000
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
@@ -111,3 +115,27 @@ def test_at_list_price_an_unknown_customer_is_rated_on_the_default_tier() -> Non
 def test_dead_letter_keeps_unknown_customers_out() -> None:
     out = run(shard_meter("dead_letter"), [usage(0, "cust-new", 1)], cut=1)
     assert rows(out, DEAD_LETTERS, "reason") == [("unknown_customer",)]
+
+
+def test_usage_of_a_catalogue_meter_is_rated_by_its_definition(tmp_path: Path) -> None:
+    files = [write(tmp_path, "meters.yaml", METERS), write(tmp_path, "p.yaml", VECTOR_PRICES)]
+    live, _ = changes(seed(), read_files(files))
+    at_ms = int((T0 + timedelta(minutes=1)).timestamp() * 1000)
+    records = [ConsumedCatalogue(r, "catalogue", i, 0, at_ms, at_ms) for i, r in enumerate(live)]
+    quantities = [{"vector_mb_hours": 500, "queries": 40}, {"queries": 3, "writes": 1}]
+    items: list[Consumed | ConsumedCatalogue] = [*records]
+    for offset, q in enumerate(quantities):
+        ev = UsageEvent(f"v{offset}", T0, "cust-0001", "vector.storage", "pgvector", "db",
+                        "realtime", q)  # fmt: skip
+        items.append(Consumed(ev, "usage", 0, offset, at_ms + 1, at_ms + 1))
+    out = run(shard_meter("park"), items, cut=len(items))
+    assert rows(out, RATED_USAGE, "event_id", "quantities", "amount") == [
+        ("v0", {"vector_mb_hours": 500, "queries": 1}, Decimal("1.010000000000000000"))
+    ]
+    assert rows(out, DEAD_LETTERS, "reason", "detail") == [
+        (
+            "unknown_dimension",
+            "dimensions ['writes'] are not defined: meter 'vector.storage' measures "
+            "queries (query, count), vector_mb_hours (megabyte-hour)",
+        )
+    ]
