@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
+from commands.topic_reader import read_to_end
 from flows.catalogue import catalogue_parser, seed_catalogue
 from flows.settings import Settings
 from metering.catalogue.authoring import changes, read_files
@@ -32,9 +33,9 @@ def live_catalogue(settings: Settings) -> tuple[Catalogue, list[str]]:
     registry = open_registry(settings.registry_url)
     parse = catalogue_parser(Decoder(registry, settings.registry_url, 1, CATALOGUE))
     skipped: list[str] = []
-    for stamp_ms, partition, offset, value in _read_to_end(settings):
-        record = parse(value, datetime.fromtimestamp(stamp_ms / 1000, UTC))
-        where = f"{settings.catalogue_topic}[{partition}]@{offset}"
+    for read in read_to_end(settings.kafka_bootstrap, settings.catalogue_topic):
+        record = parse(read.value, datetime.fromtimestamp(read.timestamp_ms / 1000, UTC))
+        where = f"{settings.catalogue_topic}[{read.partition}]@{read.offset}"
         if isinstance(record, Rejection):
             skipped.append(f"{where}: {record.detail}")
             continue
@@ -43,38 +44,6 @@ def live_catalogue(settings: Settings) -> tuple[Catalogue, list[str]]:
         except InvalidRecord as exc:
             skipped.append(f"{where}: {record.key}: {exc}")
     return catalogue, skipped
-
-
-def _read_to_end(settings: Settings) -> list[tuple[int, int, int, bytes | None]]:
-    topic = settings.catalogue_topic
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": "meterflow-catalogue",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-            for p in partitions
-        }
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        out: list[tuple[int, int, int, bytes | None]] = []
-        left = {p for p, end in ends.items() if end > 0}
-        while left:
-            for msg in consumer.consume(10_000, 1.0):
-                if msg.error() is not None:
-                    raise RuntimeError(f"reading {topic}: {msg.error()}")
-                partition, offset = msg.partition(), msg.offset()
-                assert partition is not None and offset is not None
-                out.append((msg.timestamp()[1], partition, offset, msg.value()))
-                if offset + 1 >= ends[partition]:
-                    left.discard(partition)
-        return sorted(out, key=lambda r: r[:3])
-    finally:
-        consumer.close()
 
 
 def publish(settings: Settings, records: Sequence[CatalogueRecord]) -> None:

@@ -65,9 +65,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from flows.runner import reconcile_topic
 
-    result = reconcile_topic(settings)
-    print("\n".join(result.lines()))
-    return 0 if result.ok else 1
+    results = [reconcile_topic(settings, t) for t in (settings.usage_topic, settings.redrive_topic)]
+    print("\n".join(line for result in results for line in result.lines()))
+    return 0 if all(result.ok for result in results) else 1
 
 
 def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
@@ -138,6 +138,14 @@ def cmd_catalogue(args: argparse.Namespace, settings: Settings) -> int:
             raise ValueError("catalogue apply needs at least one FILE")
         return apply_files(settings, args.files, args.dry_run)
     return show(settings, args.at)
+
+
+def cmd_redrive(args: argparse.Namespace, settings: Settings) -> int:
+    from commands.redrive import Filter, redrive
+
+    wanted = Filter(args.reason, args.since, args.until, args.customer)
+    print("\n".join(redrive(settings, wanted).lines(settings.redrive_topic)))
+    return 0
 
 
 def cmd_rate(args: argparse.Namespace, settings: Settings) -> int:
@@ -303,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="apply: print the changes only")
     p.add_argument("--at", type=utc_time, help="show: RFC 3339 time (default: now)")
     p.set_defaults(func=cmd_catalogue)
+
+    p = sub.add_parser("redrive", help="re-submit dead-lettered usage to the flow, once each")
+    p.add_argument("--reason", help="only dead letters of this reason (unknown_model, ...)")
+    p.add_argument("--since", type=utc_time, help="only those appended at or after (RFC 3339)")
+    p.add_argument("--until", type=utc_time, help="only those appended before (RFC 3339)")
+    p.add_argument("--customer", help="only this customer's")
+    p.set_defaults(func=cmd_redrive)
 
     p = sub.add_parser("rate", help="rate a JSON-lines file offline with the same engine")
     p.add_argument("events", type=Path)

@@ -37,6 +37,7 @@ from flows.decode import (
 )
 from flows.kafka_source import ConsumedBatch, KafkaBatchSource, partitions_of
 from flows.metering import ShardMeter, ShardState
+from flows.redrive import redrive_parser
 from flows.settings import Settings
 from metering.dedupe import DedupeWindow
 from metering.ordering import Source
@@ -78,7 +79,12 @@ class _Steps:
         """Every partition a shard merges: all of the usage, grants and catalogue topics."""
         bootstrap = self.settings.kafka_bootstrap
         settings = self.settings
-        topics = (settings.usage_topic, settings.credit_grants_topic, settings.catalogue_topic)
+        topics = (
+            settings.usage_topic,
+            settings.credit_grants_topic,
+            settings.catalogue_topic,
+            settings.redrive_topic,
+        )
         return [(t, p) for t in topics for p in partitions_of(bootstrap, t)]
 
     @cached_property
@@ -101,6 +107,9 @@ class _Steps:
 
     def decode_catalogue(self, batch: ConsumedBatch) -> Decoded:
         return self._split(batch, catalogue_parser(self.catalogue_decoder))
+
+    def decode_redrive(self, batch: ConsumedBatch) -> Decoded:
+        return self._split(batch, redrive_parser(self.bounds))
 
     def _split(self, batch: ConsumedBatch, parse: Parse) -> Decoded:
         metrics.record_consumed(batch.topic, batch.partition, len(batch.records))
@@ -181,11 +190,13 @@ def build_flow(
     usage = op.input("usage", flow, source(settings.usage_topic))
     grants = op.input("grants", flow, source(settings.credit_grants_topic))
     catalogue = op.input("catalogue", flow, source(settings.catalogue_topic))
+    redrive = op.input("redrive", flow, source(settings.redrive_topic))
     decoded = op.merge(
         "decoded",
         op.map("decode_usage", usage, steps.decode_usage),
         op.map("decode_grants", grants, steps.decode_grants),
         op.map("decode_catalogue", catalogue, steps.decode_catalogue),
+        op.map("decode_redrive", redrive, steps.decode_redrive),
     )
     audit = op.map("audit", decoded, lambda d: d[0])
     shards = op.flat_map("split", decoded, lambda d: d[1])

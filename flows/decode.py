@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from flows.catalogue import ConsumedCatalogue, targets
 from flows.kafka_source import ConsumedBatch, Record
+from flows.redrive import Redriven
 from metering.catalogue.records import CatalogueRecord
 from metering.ordering import Source
 from metering.rating.credits import CreditGrant, parse_grant
@@ -39,6 +40,34 @@ class Consumed(PickledByPosition):
     order_ms: int = 0
     fingerprint: int = 0
     """crc32 of the Avro body as sent: tells a conflicting re-send from a faithful one."""
+
+    @property
+    def dedupe_id(self) -> str:
+        return self.event.event_id
+
+    @property
+    def redrive_of(self) -> str:
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedRedrive(Consumed):
+    """A dead letter redriven (`flows.redrive`): deduplicated on its original coordinates."""
+
+    original: str = ""
+
+    def __reduce__(self) -> tuple[type[ConsumedRedrive], tuple[object, ...]]:
+        """Every field, the base's too (`PickledByPosition` reads a class's own slots)."""
+        fields = (self.event, self.topic, self.partition, self.offset, self.kafka_timestamp_ms)
+        return ConsumedRedrive, (*fields, self.order_ms, self.fingerprint, self.original)
+
+    @property
+    def dedupe_id(self) -> str:
+        return f"redrive:{self.original}"
+
+    @property
+    def redrive_of(self) -> str:
+        return self.original
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +92,7 @@ class ShardInput:
     items: list[Consumed | ConsumedGrant | ConsumedCatalogue]
 
 
-Parsed = UsageEvent | CreditGrant | CatalogueRecord | Rejection
+Parsed = UsageEvent | CreditGrant | CatalogueRecord | Redriven | Rejection
 
 
 Parse = Callable[[bytes | None, datetime], Parsed]
@@ -154,6 +183,9 @@ def split_batch(
             continue
         if isinstance(outcome, CreditGrant):
             item = ConsumedGrant(outcome, *coordinates)
+        elif isinstance(outcome, Redriven):
+            fingerprint = zlib.crc32(record.value or b"")
+            item = ConsumedRedrive(outcome.event, *coordinates, fingerprint, outcome.original)
         else:
             item = Consumed(
                 outcome, *coordinates, zlib.crc32(memoryview(record.value or b"")[HEADER.size :])

@@ -262,6 +262,27 @@ class ShardMeter:
         report: ShardReport,
         received_at: datetime,
     ) -> None:
+        """Rate in runs whose events are told apart by (customer, event id): a redriven
+        dead letter may follow its first arrival in one batch."""
+        start, seen = 0, set[tuple[str, str]]()
+        for i, p in enumerate(pending):
+            key = (p.consumed.event.customer_id, p.consumed.event.event_id)
+            if key in seen:
+                self._rate_run(state, pending[start:i], out, report, received_at)
+                start, seen = i, set[tuple[str, str]]()
+            seen.add(key)
+        self._rate_run(state, pending[start:], out, report, received_at)
+
+    def _rate_run(
+        self,
+        state: ShardState,
+        pending: Sequence[_Pending],
+        out: SinkBatch,
+        report: ShardReport,
+        received_at: datetime,
+    ) -> None:
+        if not pending:
+            return
         events = [p.consumed.event for p in pending]
         current = None
         if self.live is not None:
@@ -357,7 +378,7 @@ class ShardMeter:
         newest_us = window.max_event_us
         seen = window.check_batch(
             [
-                (item.event.customer_id, item.event.event_id, event_us, item.fingerprint)
+                (item.event.customer_id, item.dedupe_id, event_us, item.fingerprint)
                 for item, event_us in zip(items, stamps, strict=True)
             ]
         )
@@ -446,6 +467,7 @@ class ShardMeter:
                 adjustment,
                 c.kafka_timestamp_ms,
                 rated_at,
+                c.redrive_of,
             ),
         )
         if adjustment:

@@ -65,7 +65,8 @@ def preflight(settings: Settings) -> None:
     """Fail before starting on what would otherwise stop the flow later: a registry URL
     that is not a registry, a topic that does not order by broker append time."""
     open_registry(settings.registry_url)
-    for topic in (settings.usage_topic, settings.credit_grants_topic, settings.catalogue_topic):
+    topics = (settings.credit_grants_topic, settings.catalogue_topic, settings.redrive_topic)
+    for topic in (settings.usage_topic, *topics):
         partitions_of(settings.kafka_bootstrap, topic)
 
 
@@ -81,11 +82,11 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def reconcile_topic(settings: Settings) -> Reconciliation:
+def reconcile_topic(settings: Settings, topic: str | None = None) -> Reconciliation:
+    """The usage topic's reconciliation, or another topic of usage (the redrive topic)."""
+    topic = topic or settings.usage_topic
     client = connect(settings.clickhouse_dsn, settings.clickhouse_database)
-    return reconcile(
-        client, settings.usage_topic, end_offsets(settings.kafka_bootstrap, settings.usage_topic)
-    )
+    return reconcile(client, topic, end_offsets(settings.kafka_bootstrap, topic))
 
 
 def fresh_run(settings: Settings, name: str) -> Settings:
@@ -99,6 +100,7 @@ def fresh_run(settings: Settings, name: str) -> Settings:
             "usage_topic": f"usage-events-{name}-{stamp}",
             "credit_grants_topic": f"credit-grants-{name}-{stamp}",
             "catalogue_topic": f"catalogue-{name}-{stamp}",
+            "redrive_topic": f"usage-redrive-{name}-{stamp}",
             "clickhouse_database": f"meterflow_{name}",
             "recovery_dir": settings.home / f"recovery-{name}",
             "tail": False,

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "usage-dead-letters"
     credit_grants_topic: str = "credit-grants"
     alerts_topic: str = "usage-alerts"
+    redrive_topic: str = "usage-redrive"
+    """Dead-lettered usage re-submitted by `meterflow redrive`, rated at most once."""
     catalogue_topic: str = "catalogue"
     """Compacted: the live catalogue's records, over the seed files below."""
     usage_partitions: int = 4
@@ -105,6 +107,7 @@ class Settings(BaseSettings):
                 self.dead_letter_topic: 1,
                 self.alerts_topic: 1,
                 self.catalogue_topic: 1,
+                self.redrive_topic: self.usage_partitions,
             },
             compacted=frozenset({self.catalogue_topic}),
         )

@@ -72,6 +72,7 @@ _LIVE_ONLY = {
     "adjustment",
     "kafka_timestamp",
     "rated_at",
+    "redrive_of",
 }
 _KEPT = [i for i, name in enumerate(TABLES[RATED_USAGE]) if name not in _LIVE_ONLY]
 _pick = itemgetter(*_KEPT)

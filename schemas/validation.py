@@ -46,7 +46,7 @@ def validate(
     if typed:
         problem = _check_meaning(record, now, bounds, catalogue_meters)
     else:
-        problem = _check(record, now, bounds)
+        problem = _check(record, now, bounds, catalogue_meters)
     if problem is not None:
         ids = (_str_or_none(record.get("event_id")), _str_or_none(record.get("customer_id")))
         return Rejection(problem[0], problem[1], *ids)
@@ -67,7 +67,7 @@ def validate(
 
 
 def _check(
-    record: Mapping[str, Any], now: datetime, bounds: TimeBounds
+    record: Mapping[str, Any], now: datetime, bounds: TimeBounds, catalogue_meters: bool = False
 ) -> tuple[RejectReason, str] | None:
     for name in (*_REQUIRED_STRINGS, "timestamp", "quantities"):
         if record.get(name) is None:
@@ -85,7 +85,7 @@ def _check(
     mode = record.get("mode") or "realtime"
     if mode not in MODES:
         return RejectReason.INVALID_FIELD, f"'mode' must be one of {sorted(MODES)}, got {mode!r}"
-    return _check_meaning(record, now, bounds)
+    return _check_meaning(record, now, bounds, catalogue_meters)
 
 
 def _check_meaning(

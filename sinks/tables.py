@@ -80,6 +80,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "adjustment",
         "kafka_timestamp",
         "rated_at",
+        "redrive_of",
     ),
     LATE_ADJUSTMENTS: (
         *_SOURCE,

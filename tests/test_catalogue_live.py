@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from commands.topic_reader import read_to_end
 from flows.settings import Settings
 from infra import stack
 from schemas.producer import UsageProducer
@@ -77,16 +79,18 @@ def usage(event_id: str, at: datetime, images: int, customer: str = CUSTOMER) ->
 @pytest.fixture
 def env(settings: Settings, kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
     name = uuid.uuid4().hex[:8]
-    topics = {"usage": f"live-usage-{name}", "grants": f"live-grants-{name}"}
-    catalogue = f"live-catalogue-{name}"
-    stack.create_topics(
-        kafka_bootstrap, {topics["usage"]: 4, topics["grants"]: 2, catalogue: 1}, {catalogue}
-    )
+    topics = {
+        "USAGE": (f"live-usage-{name}", 4),
+        "CREDIT_GRANTS": (f"live-grants-{name}", 2),
+        "CATALOGUE": (f"live-catalogue-{name}", 1),
+        "REDRIVE": (f"live-redrive-{name}", 2),
+        "DEAD_LETTER": (f"live-dead-letters-{name}", 1),
+    }
+    catalogue = topics["CATALOGUE"][0]
+    stack.create_topics(kafka_bootstrap, dict(topics.values()), frozenset({catalogue}))
     return {
         **os.environ,
-        "METERFLOW_USAGE_TOPIC": topics["usage"],
-        "METERFLOW_CREDIT_GRANTS_TOPIC": topics["grants"],
-        "METERFLOW_CATALOGUE_TOPIC": catalogue,
+        **{f"METERFLOW_{kind}_TOPIC": topic for kind, (topic, _) in topics.items()},
         "METERFLOW_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'chdb'}",
         "METERFLOW_RECOVERY_DIR": str(tmp_path / "recovery"),
         "METERFLOW_SNAPSHOT_SECONDS": "0.5",
@@ -275,3 +279,81 @@ rated = c.query("SELECT event_id, quantities, toString(amount), price_version FR
 dead = c.query("SELECT event_id, reason FROM dead_letters WHERE customer_id = 'cust-0001'")
 print(json.dumps({"rated": rated, "dead": dead.result_rows}))
 """
+
+
+TURBO_PRICES = f"""
+versions:
+  - id: list-turbo
+    effective_from: {EFFECTIVE.isoformat()}
+    prices:
+      - {{meter: image.generation, model: sdxl-turbo, rates: {{images: 0.02}}}}
+"""
+READ_REDRIVE = """
+import json
+from flows.settings import Settings
+from sinks.clickhouse import connect
+s = Settings()
+c = connect(s.clickhouse_dsn, s.clickhouse_database)
+rated = c.query("SELECT event_id, toString(amount), topic, redrive_of FROM rated_usage "
+                "WHERE model = 'sdxl-turbo' ORDER BY event_id").result_rows
+dead = c.query("SELECT event_id, reason, concat(topic, '/', toString(partition), '/', "
+               "toString(offset)) FROM dead_letters ORDER BY event_id").result_rows
+duplicates = c.query("SELECT event_id, topic FROM duplicates").result_rows
+print(json.dumps({"rated": rated, "dead": dead, "duplicates": duplicates}))
+"""
+
+
+def test_redrive_rates_fixed_dead_letters_exactly_once(
+    env: dict[str, str],
+    tail_flow: subprocess.Popen[bytes],
+    registry_client: SchemaRegistryClient,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """unknown_model dead letters, then the model's price through `catalogue apply`, then
+    `redrive` twice and a redrive record sent again by hand: each is rated once."""
+    turbo = [
+        {**usage(f"turbo-{i}", NOW - timedelta(minutes=5), 10, "cust-0001"), "model": "sdxl-turbo"}
+        for i in (1, 2)
+    ]
+    with UsageProducer(
+        kafka_bootstrap, env["METERFLOW_USAGE_TOPIC"], Encoder(registry_client)
+    ) as sender:
+        for record in turbo:
+            sender.send(record)
+    deadline = time.monotonic() + 40
+    while len(read_to_end(kafka_bootstrap, env["METERFLOW_DEAD_LETTER_TOPIC"])) < 2:
+        assert time.monotonic() < deadline, "the dead letters never reached their topic"
+        time.sleep(0.3)
+    (tmp_path / "prices.yaml").write_text(TURBO_PRICES)
+    assert cli(env, "catalogue", "apply", str(tmp_path / "prices.yaml")).returncode == 0
+
+    first = cli(env, "redrive", "--reason", "unknown_model")
+    assert first.stdout.splitlines()[0].endswith(": 2 (unknown_model 2)"), first.stderr
+    wait_for("meterflow_produce_to_queryable_seconds_count", 2)
+    second = cli(env, "redrive", "--reason", "unknown_model")
+    assert second.stdout.splitlines() == [
+        f"redriven to {env['METERFLOW_REDRIVE_TOPIC']}: 0 (none)",
+        "skipped: 2 already redriven, 0 never decoded (their producer must send them again)",
+    ]
+    again = read_to_end(kafka_bootstrap, env["METERFLOW_REDRIVE_TOPIC"])[0]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(env["METERFLOW_REDRIVE_TOPIC"], again.value, key=b"cust-0001")
+    assert producer.flush(30) == 0
+    wait_for("meterflow_duplicates_total", 1)
+    stop_when_written(tail_flow, 2)
+
+    read = subprocess.run(
+        [sys.executable, "-c", READ_REDRIVE], env=env, check=True, capture_output=True, text=True
+    )
+    result = json.loads(read.stdout)
+    originals = {event_id: where for event_id, reason, where in result["dead"]}
+    assert {reason for _, reason, _ in result["dead"]} == {"unknown_model"}
+    assert result["rated"] == [
+        [event_id, "0.2", env["METERFLOW_REDRIVE_TOPIC"], originals[event_id]]
+        for event_id in ("turbo-1", "turbo-2")
+    ]
+    assert [topic for _, topic in result["duplicates"]] == [env["METERFLOW_REDRIVE_TOPIC"]]
+    reconciled = cli(env, "reconcile")
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+    assert "    of which redriven and rated: 2" in reconciled.stdout.splitlines()

@@ -5,13 +5,14 @@ same lines whichever way the records are cut into batches."""
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
 from flows.catalogue import ConsumedCatalogue, LiveCatalogue, UnknownCustomers
-from flows.decode import Consumed
+from flows.decode import Consumed, ConsumedRedrive
 from flows.metering import ShardMeter, ShardState
 from metering.catalogue.authoring import changes, read_files
 from metering.catalogue.records import Kind, make_record
@@ -19,7 +20,7 @@ from metering.dedupe import DedupeWindow
 from metering.rating.contracts import CustomerSpec
 from schemas.event import UsageEvent
 from sinks.batch import SinkBatch
-from sinks.tables import DEAD_LETTERS, PARKED_USAGE, RATED_USAGE, TABLES
+from sinks.tables import DEAD_LETTERS, DUPLICATES, PARKED_USAGE, RATED_USAGE, TABLES
 from tests.catalogue.test_catalogue import METERS, VECTOR_PRICES, event, seed, write
 
 HOUR_MS = 3_600_000
@@ -139,3 +140,21 @@ def test_usage_of_a_catalogue_meter_is_rated_by_its_definition(tmp_path: Path) -
             "queries (query, count), vector_mb_hours (megabyte-hour)",
         )
     ]
+
+
+def test_a_redriven_dead_letter_is_rated_once_however_often_it_comes() -> None:
+    first = usage(0, "cust-0001", 1)
+    unpriced = replace(first.event, model="sdxl-turbo")
+    at_ms = first.order_ms + 60_000
+    again = [
+        ConsumedRedrive(first.event, "redrive", 0, n, at_ms + n, at_ms + n, 7, "usage/0/0")
+        for n in range(2)
+    ]
+    items = [replace(first, event=unpriced), *again]
+    for cut in (1, len(items)):
+        out = run(shard_meter("park"), items, cut)
+        assert rows(out, DEAD_LETTERS, "topic", "reason") == [("usage", "unknown_model")]
+        assert rows(out, RATED_USAGE, "topic", "offset", "redrive_of") == [
+            ("redrive", 0, "usage/0/0")
+        ]
+        assert rows(out, DUPLICATES, "topic", "offset") == [("redrive", 1)]
