@@ -134,7 +134,9 @@ class _Soak:
         for i in range(0, len(items), EPOCH_EVENTS):
             state = shards[(i // EPOCH_EVENTS) % len(shards)]
             for j in range(i, i + EPOCH_EVENTS, 500):
-                shard_batch("soak", state.positions, self.meter.meter(state, items[j : j + 500]))
+                shard_batch(
+                    "soak", state.positions, self.meter.meter("soak", state, items[j : j + 500])
+                )
             state.dedupe.seal()
             pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         return len(items) / (time.monotonic() - started)
@@ -143,7 +145,7 @@ class _Soak:
         """An epoch of EPOCH_EVENTS a shard, then every shard's snapshot: seconds, bytes."""
         for state in shards:
             shard_batch(
-                "soak", state.positions, self.meter.meter(state, self.traffic(EPOCH_EVENTS))
+                "soak", state.positions, self.meter.meter("soak", state, self.traffic(EPOCH_EVENTS))
             )
         started = time.monotonic()
         size = 0

@@ -65,9 +65,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from flows.runner import reconcile_topic
 
-    result = reconcile_topic(settings)
-    print("\n".join(result.lines()))
-    return 0 if result.ok else 1
+    results = [reconcile_topic(settings, t) for t in (settings.usage_topic, settings.redrive_topic)]
+    print("\n".join(line for result in results for line in result.lines()))
+    return 0 if all(result.ok for result in results) else 1
 
 
 def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
@@ -121,6 +121,30 @@ def cmd_grant(args: argparse.Namespace, settings: Settings) -> int:
     )
     send_grants(settings, [grant])
     print(f"granted {describe(grant)} on {settings.credit_grants_topic}", file=sys.stderr)
+    return 0
+
+
+def utc_time(text: str) -> datetime:
+    """RFC 3339; without an offset, UTC."""
+    at = datetime.fromisoformat(text)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def cmd_catalogue(args: argparse.Namespace, settings: Settings) -> int:
+    from commands.catalogue import apply_files, show
+
+    if args.action == "apply":
+        if not args.files:
+            raise ValueError("catalogue apply needs at least one FILE")
+        return apply_files(settings, args.files, args.dry_run)
+    return show(settings, args.at)
+
+
+def cmd_redrive(args: argparse.Namespace, settings: Settings) -> int:
+    from commands.redrive import Filter, redrive
+
+    wanted = Filter(args.reason, args.since, args.until, args.customer)
+    print("\n".join(redrive(settings, wanted).lines(settings.redrive_topic)))
     return 0
 
 
@@ -278,6 +302,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expires", type=datetime.fromisoformat, help="RFC 3339 (default: never)")
     p.add_argument("--id", help="grant id (default: a new UUID); re-sending an id changes nothing")
     p.set_defaults(func=cmd_grant)
+
+    p = sub.add_parser(
+        "catalogue", help="the live catalogue: apply YAML files, show what is in force"
+    )
+    p.add_argument("action", choices=["apply", "show"])
+    p.add_argument("files", nargs="*", type=Path, help="apply: catalogue YAML files")
+    p.add_argument("--dry-run", action="store_true", help="apply: print the changes only")
+    p.add_argument("--at", type=utc_time, help="show: RFC 3339 time (default: now)")
+    p.set_defaults(func=cmd_catalogue)
+
+    p = sub.add_parser("redrive", help="re-submit dead-lettered usage to the flow, once each")
+    p.add_argument("--reason", help="only dead letters of this reason (unknown_model, ...)")
+    p.add_argument("--since", type=utc_time, help="only those appended at or after (RFC 3339)")
+    p.add_argument("--until", type=utc_time, help="only those appended before (RFC 3339)")
+    p.add_argument("--customer", help="only this customer's")
+    p.set_defaults(func=cmd_redrive)
 
     p = sub.add_parser("rate", help="rate a JSON-lines file offline with the same engine")
     p.add_argument("events", type=Path)

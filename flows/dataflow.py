@@ -27,26 +27,28 @@ from bytewax.operators import StatefulBatchLogic
 from clickhouse_connect.driver.client import Client
 
 from flows import metrics
+from flows.catalogue import catalogue_parser, seed_catalogue
 from flows.decode import (
     Decoded,
     Parse,
     ShardInput,
     Shards,
-    parse_grants,
+    grant_parser,
+    per_record,
     split_batch,
     usage_parser,
 )
 from flows.kafka_source import KafkaBatchSource, partitions_of
+from flows.redrive import redrive_parser
 from flows.settings import Settings
+from metering.catalogue.live import LiveCatalogue, UnknownCustomers
 from metering.dedupe import DedupeWindow
 from metering.ordering import Source
-from metering.rating.books import load_books
 from metering.rating.budgets import current_budgets
-from metering.rating.engine import RatingEngine
 from metering.records import ConsumedBatch
 from metering.shard import ShardMeter, ShardState
 from metering.stopwatch import Stopwatch
-from schemas.serde import Decoder, open_registry
+from schemas.serde import CATALOGUE, Decoder, open_registry
 from schemas.validation import TimeBounds
 from sinks.batch import SinkBatch
 from sinks.clickhouse import connect
@@ -73,6 +75,9 @@ class DecodedStreams:
     """Every shard's part of every consumed batch, keyed for the meter."""
 
 
+_PARSE_GRANTS = per_record(grant_parser)
+
+
 class _Steps:
     """What the steps close over; built lazily so each worker process makes its own clients."""
 
@@ -86,19 +91,34 @@ class _Steps:
         return Decoder(open_registry(self.settings.registry_url), self.settings.registry_url)
 
     @cached_property
+    def catalogue_decoder(self) -> Decoder:
+        registry = open_registry(self.settings.registry_url)
+        return Decoder(registry, self.settings.registry_url, 1, CATALOGUE)
+
+    @cached_property
     def sources(self) -> list[Source]:
-        """Every partition a shard merges: all of the usage and the grants topics."""
+        """Every partition a shard merges: all of the usage, grants and catalogue topics."""
         bootstrap = self.settings.kafka_bootstrap
-        topics = (self.settings.usage_topic, self.settings.credit_grants_topic)
+        settings = self.settings
+        topics = (
+            settings.usage_topic,
+            settings.credit_grants_topic,
+            settings.catalogue_topic,
+            settings.redrive_topic,
+        )
         return [(t, p) for t in topics for p in partitions_of(bootstrap, t)]
 
     @cached_property
     def meter(self) -> ShardMeter:
-        books = load_books(
-            self.settings.prices_file, self.settings.contracts_file, self.settings.costs_file
+        settings = self.settings
+        unknown = UnknownCustomers(
+            settings.unknown_customers,
+            settings.park_max_events,
+            settings.park_max_age // timedelta(milliseconds=1),
         )
+        live = LiveCatalogue(seed_catalogue(settings), self.shards.keys[0], unknown)
         lateness_us = self.settings.allowed_lateness // timedelta(microseconds=1)
-        return ShardMeter(RatingEngine(books), lateness_us)
+        return ShardMeter(live.seed_engine, lateness_us, live)
 
     @cached_property
     def parse_usage(self) -> Parse:
@@ -108,7 +128,21 @@ class _Steps:
         return self._split(batch, self.parse_usage)
 
     def decode_grants(self, batch: ConsumedBatch) -> Decoded:
-        return self._split(batch, parse_grants)
+        return self._split(batch, _PARSE_GRANTS)
+
+    @cached_property
+    def parse_catalogue(self) -> Parse:
+        return per_record(catalogue_parser(self.catalogue_decoder))
+
+    @cached_property
+    def parse_redrive(self) -> Parse:
+        return per_record(redrive_parser(self.bounds))
+
+    def decode_catalogue(self, batch: ConsumedBatch) -> Decoded:
+        return self._split(batch, self.parse_catalogue)
+
+    def decode_redrive(self, batch: ConsumedBatch) -> Decoded:
+        return self._split(batch, self.parse_redrive)
 
     def _split(self, batch: ConsumedBatch, parse: Parse) -> Decoded:
         metrics.record_consumed(batch.topic, batch.partition, len(batch.records))
@@ -162,9 +196,10 @@ class _MeterLogic(StatefulBatchLogic[ShardItems, SinkBatch, bytes]):
         if not records:
             metrics.record_stages(watch)
             return [], StatefulBatchLogic.RETAIN
-        outcomes = self.meter.meter(self.state, records, watch)
+        outcomes = self.meter.meter(shard, self.state, records, watch)
         window = self.state.dedupe
         metrics.record_shard(shard, outcomes, len(window), window.max_event_us)
+        metrics.record_parking(shard, outcomes, len(self.state.parked))
         with watch.stage("rows"):
             rows = shard_batch(shard, self.state.positions, outcomes)
         metrics.record_stages(watch)
@@ -203,7 +238,9 @@ def build_flow(
 
     usage = op.input("usage", flow, source(settings.usage_topic))
     grants = op.input("grants", flow, source(settings.credit_grants_topic))
-    decoded = decode(steps, usage, grants)
+    catalogue = op.input("catalogue", flow, source(settings.catalogue_topic))
+    redrive = op.input("redrive", flow, source(settings.redrive_topic))
+    decoded = decode(steps, usage, grants, catalogue, redrive)
     metered = op.stateful_batch("meter", decoded.shards, steps.build_meter)
     rows = op.merge("rows", decoded.audit, metered)
     sink = ClickHouseSink(
@@ -239,12 +276,18 @@ def sink_partitions(settings: Settings, workers: int) -> int:
 
 
 def decode(
-    steps: _Steps, usage: Stream[ConsumedBatch], grants: Stream[ConsumedBatch]
+    steps: _Steps,
+    usage: Stream[ConsumedBatch],
+    grants: Stream[ConsumedBatch],
+    catalogue: Stream[ConsumedBatch],
+    redrive: Stream[ConsumedBatch],
 ) -> DecodedStreams:
     decoded = op.merge(
         "decoded",
         op.map("decode_usage", usage, steps.decode_usage),
         op.map("decode_grants", grants, steps.decode_grants),
+        op.map("decode_catalogue", catalogue, steps.decode_catalogue),
+        op.map("decode_redrive", redrive, steps.decode_redrive),
     )
     return DecodedStreams(
         audit=op.map("audit", decoded, lambda d: (d.audit.stream, d.audit)),

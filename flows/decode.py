@@ -16,9 +16,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from metering.catalogue.live import targets
+from metering.catalogue.records import CatalogueRecord
 from metering.ordering import Source
 from metering.rating.credits import CreditGrant, parse_grant
-from metering.records import Consumed, ConsumedBatch, ConsumedGrant, Origin, Record, ShardRecord
+from metering.records import (
+    Consumed,
+    ConsumedBatch,
+    ConsumedCatalogue,
+    ConsumedGrant,
+    Origin,
+    Record,
+    Redriven,
+    ShardRecord,
+)
 from metering.stopwatch import Stopwatch
 from schemas.event import Rejection, RejectReason
 from schemas.serde import HEADER, Decoder
@@ -64,20 +75,29 @@ def usage_parser(decoder: Decoder, bounds: TimeBounds) -> Parse:
         with watch.stage("validate"):
             clock = _Clock()
             return [
-                d if isinstance(d, Rejection) else validate(d, clock.at(r), bounds, typed=True)
+                d
+                if isinstance(d, Rejection)
+                else validate(d, clock.at(r), bounds, typed=True, catalogue_meters=True)
                 for d, r in zip(decoded, records, strict=True)
             ]
 
     return parse
 
 
-def parse_grants(records: Sequence[Record], watch: Stopwatch) -> list[Parsed]:
+def per_record(parse_one: Callable[[bytes | None, datetime], Parsed]) -> Parse:
+    """A parser of one record at a time (grants, catalogue records, redrives), timed as
+    decoding."""
+
+    def parse(records: Sequence[Record], watch: Stopwatch) -> list[Parsed]:
+        with watch.stage("decode"):
+            clock = _Clock()
+            return [parse_one(record.value, clock.at(record)) for record in records]
+
+    return parse
+
+
+def grant_parser(value: bytes | None, _now: datetime) -> Parsed:
     """Credit grants: one JSON object per record (see `metering.rating.credits.parse_grant`)."""
-    with watch.stage("decode"):
-        return [_grant(record.value) for record in records]
-
-
-def _grant(value: bytes | None) -> Parsed:
     try:
         record = json.loads(value or b"")
     except ValueError as exc:
@@ -129,9 +149,16 @@ def split_batch(batch: ConsumedBatch, parse: Parse, shards: Shards, watch: Stopw
         origin = Origin(
             batch.topic, batch.partition, record.offset, record.timestamp_ms, record.order_ms
         )
+        if isinstance(outcome, CatalogueRecord):
+            for shard in targets(outcome, shards.keys, shards.of):
+                by_shard[shard].append(ConsumedCatalogue(outcome, origin))
+            continue
         item: ShardRecord
         if isinstance(outcome, CreditGrant):
             item = ConsumedGrant(outcome, origin)
+        elif isinstance(outcome, Redriven):
+            fingerprint = zlib.crc32(record.value or b"")
+            item = Consumed(outcome.event, origin, fingerprint, outcome.original)
         else:
             body = memoryview(record.value or b"")[HEADER.size :]
             item = Consumed(outcome, origin, zlib.crc32(body))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from datetime import UTC, datetime
@@ -72,6 +73,15 @@ ORDER_VIOLATIONS = Counter(
     "meterflow_order_violations_total",
     "Records that arrived below their shard's frontier: a partition's bound was wrong",
 )
+PARKED = Gauge(
+    "meterflow_parked_events",
+    "Usage of customers not in the catalogue yet, held in the shard's state",
+    ["shard"],
+)
+PARKED_TOTAL = Counter("meterflow_parked_total", "Usage events parked for an unknown customer")
+UNPARKED = Counter(
+    "meterflow_unparked_total", "Parked usage events rated once their customer appeared"
+)
 ALERTS = Counter("meterflow_alerts_total", "Credit and budget alerts raised", ["kind"])
 STAGE_SECONDS = Counter(
     "meterflow_stage_seconds_total",
@@ -120,6 +130,13 @@ def record_shard(shard: str, outcomes: Outcomes, dedupe_ids: int, max_event_us: 
     DEDUPE_IDS.labels(shard).set(dedupe_ids)
     WATERMARK.labels(shard).set(max_event_us / 1e6)
     WATERMARK_LAG.labels(shard).set(time.time() - max_event_us / 1e6)
+
+
+def record_parking(shard: str, outcomes: Outcomes, parked: int) -> None:
+    PARKED.labels(shard).set(parked)
+    actions = collections.Counter(p.action for p in outcomes.parked)
+    PARKED_TOTAL.inc(actions["parked"])
+    UNPARKED.inc(actions["released"])
 
 
 def record_order(shard: str, held: int, violations: int) -> None:

@@ -66,7 +66,8 @@ def preflight(settings: Settings) -> None:
     """Fail before starting on what would otherwise stop the flow later: a registry URL
     that is not a registry, a topic that does not order by broker append time."""
     open_registry(settings.registry_url)
-    for topic in (settings.usage_topic, settings.credit_grants_topic):
+    topics = (settings.credit_grants_topic, settings.catalogue_topic, settings.redrive_topic)
+    for topic in (settings.usage_topic, *topics):
         partitions_of(settings.kafka_bootstrap, topic)
 
 
@@ -82,27 +83,33 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def reconcile_topic(settings: Settings) -> Reconciliation:
+def reconcile_topic(settings: Settings, topic: str | None = None) -> Reconciliation:
+    """The usage topic's reconciliation, or another topic of usage (the redrive topic)."""
+    topic = topic or settings.usage_topic
     client = connect(settings.clickhouse_dsn, settings.clickhouse_database)
-    return reconcile(
-        client, settings.usage_topic, end_offsets(settings.kafka_bootstrap, settings.usage_topic)
-    )
+    return reconcile(client, topic, end_offsets(settings.kafka_bootstrap, topic))
 
 
 def fresh_run(settings: Settings, name: str) -> Settings:
     """Settings for a bounded run on new topics, an empty database and a new recovery
-    store, all named after `name`: how the demo and the benchmarks start clean."""
+    store, all named after `name`: how the demo and the benchmarks start clean. Their
+    load counts usage of an unknown customer as a producer's mistake, so it is
+    dead-lettered at once, not parked."""
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     fresh = settings.model_copy(
         update={
             "usage_topic": f"usage-events-{name}-{stamp}",
             "credit_grants_topic": f"credit-grants-{name}-{stamp}",
+            "catalogue_topic": f"catalogue-{name}-{stamp}",
+            "redrive_topic": f"usage-redrive-{name}-{stamp}",
             "clickhouse_database": f"meterflow_{name}",
             "recovery_dir": settings.home / f"recovery-{name}",
             "tail": False,
+            "unknown_customers": "dead_letter",
         }
     )
-    stack.create_topics(fresh.kafka_bootstrap, fresh.stack().topics)
+    config = fresh.stack()
+    stack.create_topics(fresh.kafka_bootstrap, config.topics, config.compacted)
     client = clickhouse_connect.get_client(dsn=fresh.clickhouse_dsn)
     client.command(f"DROP DATABASE IF EXISTS {fresh.clickhouse_database}")
     client.close()

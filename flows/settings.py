@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -44,6 +45,10 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "usage-dead-letters"
     credit_grants_topic: str = "credit-grants"
     alerts_topic: str = "usage-alerts"
+    redrive_topic: str = "usage-redrive"
+    """Dead-lettered usage re-submitted by `meterflow redrive`, rated at most once."""
+    catalogue_topic: str = "catalogue"
+    """Compacted: the live catalogue's records, over the seed files below."""
     usage_partitions: int = 4
 
     dedupe_horizon: timedelta = timedelta(hours=24)
@@ -53,9 +58,20 @@ class Settings(BaseSettings):
     max_future: timedelta = timedelta(minutes=5)
     max_age: timedelta = timedelta(days=35)
 
+    meters_file: Path = CATALOGUE / "meters.yaml"
+    """With the prices, contracts and costs files: the seed catalogue, in force from the
+    beginning."""
     prices_file: Path = CATALOGUE / "prices.yaml"
     contracts_file: Path = CATALOGUE / "contracts.yaml"
     costs_file: Path = CATALOGUE / "costs.yaml"
+
+    unknown_customers: Literal["park", "list_price", "dead_letter"] = "park"
+    """Usage of a customer not in the catalogue: held until the customer appears (within
+    the bounds below), rated at list price on the default tier, or dead-lettered."""
+    park_max_events: int = Field(default=100_000, gt=0)
+    """Per shard; past it the oldest parked events are dead-lettered."""
+    park_max_age: timedelta = timedelta(hours=24)
+    """By broker append time, against the shard's order."""
 
     shards: int = 32
     tail: bool = True
@@ -92,7 +108,10 @@ class Settings(BaseSettings):
                 self.credit_grants_topic: self.usage_partitions,
                 self.dead_letter_topic: 1,
                 self.alerts_topic: 1,
+                self.catalogue_topic: 1,
+                self.redrive_topic: self.usage_partitions,
             },
+            compacted=frozenset({self.catalogue_topic}),
         )
 
     def model_post_init(self, _context: object) -> None:

@@ -26,6 +26,7 @@ class StackConfig:
     kafka_controller_port: int
     registry_port: int
     topics: dict[str, int]
+    compacted: frozenset[str] = frozenset()
 
     @property
     def bootstrap(self) -> str:
@@ -43,7 +44,7 @@ class StackConfig:
 
 def up(config: StackConfig) -> None:
     _script(config, "kafka", "start")
-    create_topics(config.bootstrap, config.topics)
+    create_topics(config.bootstrap, config.topics, config.compacted)
     _script(config, "registry", "start")
 
 
@@ -58,10 +59,13 @@ def status(config: StackConfig) -> bool:
     return all(code == 0 for code in results)
 
 
-def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
+def create_topics(
+    bootstrap: str, topics: dict[str, int], compacted: frozenset[str] = frozenset()
+) -> None:
     """Create missing topics with their partition counts; existing ones are left as they are.
 
-    Records carry the broker's append time, which the flow orders partitions by."""
+    Records carry the broker's append time, which the flow orders partitions by. A
+    compacted topic (the catalogue) keeps the latest record of each key."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=30).topics)
     wanted = [
@@ -69,7 +73,8 @@ def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
             name,
             num_partitions=partitions,
             replication_factor=1,
-            config={"message.timestamp.type": "LogAppendTime"},
+            config={"message.timestamp.type": "LogAppendTime"}
+            | ({"cleanup.policy": "compact"} if name in compacted else {}),
         )
         for name, partitions in topics.items()
         if name not in existing

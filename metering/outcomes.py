@@ -56,6 +56,15 @@ class GrantApplied:
     """The grant's credits in currency."""
 
 
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """Usage of a customer not in the catalogue: held (`parked`), rated once the customer
+    appeared (`released`), or dead-lettered past the bound (`expired`)."""
+
+    consumed: Consumed
+    action: str
+
+
 @dataclass
 class Outcomes:
     """A batch's outcomes by kind; together they account for every record metered."""
@@ -66,6 +75,7 @@ class Outcomes:
     grants: list[GrantApplied] = field(default_factory=list)
     expiries: list[CreditExpiry] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    parked: list[Parked] = field(default_factory=list)
 
     def counts(self) -> Counter[str]:
         """Records by outcome, as `meterflow_events_total` labels them."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from metering.catalogue.records import CatalogueRecord
 from metering.rating.credits import CreditGrant
 from schemas.event import PickledByPosition, UsageEvent
 
@@ -33,6 +34,13 @@ class Consumed(PickledByPosition):
     origin: Origin
     fingerprint: int = 0
     """crc32 of the Avro body as sent: tells a conflicting re-send from a faithful one."""
+    redrive_of: str = ""
+    """For a dead letter redriven (`meterflow redrive`): topic/partition/offset it was
+    first read at, the id it is deduplicated on, so it is rated at most once ever."""
+
+    @property
+    def dedupe_id(self) -> str:
+        return f"redrive:{self.redrive_of}" if self.redrive_of else self.event.event_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +51,32 @@ class ConsumedGrant(PickledByPosition):
     origin: Origin
 
 
-ShardRecord = Consumed | ConsumedGrant
+@dataclass(frozen=True, slots=True)
+class ConsumedCatalogue(PickledByPosition):
+    """A catalogue record from the catalogue topic, bound for the shards it concerns."""
+
+    record: CatalogueRecord
+    origin: Origin
+
+
+@dataclass(frozen=True, slots=True)
+class Redriven:
+    """A dead letter sent back from the redrive topic, as decoded there."""
+
+    event: UsageEvent
+    original: str
+    """topic/partition/offset of the dead letter."""
+
+    @property
+    def customer_id(self) -> str:
+        return self.event.customer_id
+
+    @property
+    def event_id(self) -> str:
+        return self.event.event_id
+
+
+ShardRecord = Consumed | ConsumedGrant | ConsumedCatalogue
 
 
 @dataclass(frozen=True, slots=True)

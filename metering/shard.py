@@ -1,4 +1,5 @@
-"""What one shard of customers does with its records: dedupe, lateness, credits, rating.
+"""What one shard of customers does with its records: dedupe, lateness, credits, the
+live catalogue, parking of unknown customers' usage, rating.
 
 Pure: no Bytewax, no services, no table rows. The dataflow keeps a `ShardState` per
 shard key and calls `meter` with the records the shard's order released; everything
@@ -12,16 +13,18 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 
+from metering.catalogue.catalogue import Catalogue
+from metering.catalogue.live import LiveCatalogue, metered
 from metering.dedupe import BUCKET_US, DedupeWindow, Verdict
 from metering.ordering import Sequencer
-from metering.outcomes import DeadLetter, Duplicate, GrantApplied, Outcomes, Rated
+from metering.outcomes import DeadLetter, Duplicate, GrantApplied, Outcomes, Parked, Rated
+from metering.parking import Parking
 from metering.rating.engine import RatingEngine
 from metering.rating.state import RatingState
-from metering.records import Consumed, ConsumedGrant, ShardRecord
+from metering.records import Consumed, ConsumedCatalogue, ConsumedGrant, ShardRecord
 from metering.stopwatch import Stopwatch
-from schemas.event import Rejection, RejectReason, from_micros, to_micros
+from schemas.event import Rejection, RejectReason, UsageEvent, from_micros, to_micros
 from schemas.jsonform import dump_line, to_record
 
 
@@ -37,6 +40,10 @@ class ShardState:
     """The next position of the shard's rows in each table (`sinks.rows`)."""
     forgotten_hour: int = -1
     """The hour of event time at which closed periods were last forgotten."""
+    catalogue: Catalogue | None = None
+    """The live catalogue as this shard has applied it; None while it is the seed."""
+    parked: Parking[Consumed] = field(default_factory=Parking)
+    """Usage of customers not in the catalogue yet (`metering.parking`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,55 +58,120 @@ class _Fresh:
 
 @dataclass
 class _Batch:
-    """One call's state, what it has decided so far, and where its time goes."""
+    """One call's shard, state and engine, what it has decided so far, and where its
+    time goes."""
 
+    shard: str
     state: ShardState
+    engine: RatingEngine
     watch: Stopwatch
     outcomes: Outcomes = field(default_factory=Outcomes)
 
 
 class ShardMeter:
-    def __init__(self, engine: RatingEngine, allowed_lateness_us: int):
+    def __init__(
+        self, engine: RatingEngine, allowed_lateness_us: int, live: LiveCatalogue | None = None
+    ):
         self.engine = engine
         self.allowed_lateness_us = allowed_lateness_us
+        self.live = live
 
     def meter(
-        self, state: ShardState, records: Sequence[ShardRecord], watch: Stopwatch | None = None
+        self,
+        shard: str,
+        state: ShardState,
+        records: Sequence[ShardRecord],
+        watch: Stopwatch | None = None,
     ) -> Outcomes:
-        """Usage and grants in the shard's order: a grant applies to the usage after it.
+        """Usage, grants and catalogue records in the shard's order: a grant or a record
+        applies to the usage after it.
 
         A grant lapses when the watermark (the newest event time less the allowed
         lateness) passes its expiry, at that event's place in the order, so usage dated
         before the expiry that arrives within the lateness still draws from it and where
         batches happen to end changes nothing."""
-        batch = _Batch(state, watch or Stopwatch())
+        engine = self.engine if self.live is None else self.live.engine(shard, state.catalogue)
+        batch = _Batch(shard, state, engine, watch or Stopwatch())
         usage: list[Consumed] = []
         for record in records:
+            if isinstance(record, ConsumedCatalogue):
+                self._usage(batch, usage)
+                usage = []
+                self._catalogue(batch, record)
+                continue
             if isinstance(record, ConsumedGrant):
                 self._usage(batch, usage)
                 usage = []
                 self._grant(batch, record)
                 continue
             watermark_us = to_micros(record.event.timestamp) - self.allowed_lateness_us
-            if self.engine.lapse_due(state.rating, watermark_us):
+            if batch.engine.lapse_due(state.rating, watermark_us):
                 self._usage(batch, usage)
                 usage = []
                 self._expire(batch, watermark_us)
             usage.append(record)
         self._usage(batch, usage)
-        self._forget_closed_periods(state)
+        self._forget_closed_periods(batch)
         return batch.outcomes
 
+    def _catalogue(self, batch: _Batch, record: ConsumedCatalogue) -> None:
+        """Apply a catalogue record at its place in the order (`metering.catalogue.live`);
+        a customer's record releases the usage parked for it."""
+        if self.live is None:
+            return
+        state = batch.state
+        state.catalogue, rejection = self.live.apply(batch.shard, state.catalogue, record)
+        batch.engine = self.live.engine(batch.shard, state.catalogue)
+        if rejection is not None:
+            payload = record.record.text.encode()
+            batch.outcomes.dead_letters.append(DeadLetter(record.origin, rejection, payload))
+            return
+        customer_id = record.record.customer_id
+        if customer_id is not None:
+            self._unpark(batch, state.parked.release(customer_id))
+
+    def _unpark(self, batch: _Batch, records: list[Consumed]) -> None:
+        """Rate parked usage now that its customer is known, judged late against the
+        watermark of now, as if it arrived now (it was deduplicated when it did)."""
+        if not records:
+            return
+        newest_us = batch.state.dedupe.max_event_us
+        watermark_us = newest_us - self.allowed_lateness_us
+        fresh = []
+        for record in records:
+            batch.outcomes.parked.append(Parked(record, "released"))
+            event_us = to_micros(record.event.timestamp)
+            lateness_ms = max(0, newest_us - event_us) // 1000
+            fresh.append(_Fresh(record, event_us < watermark_us, lateness_ms, watermark_us))
+        self._rate(batch, fresh)
+
+    def _unpark_expired(self, batch: _Batch, order_ms: int) -> None:
+        assert self.live is not None
+        unknown = self.live.unknown
+        for record in self.live.over_bound(batch.state.parked, order_ms):
+            batch.outcomes.parked.append(Parked(record, "expired"))
+            customer_id = record.event.customer_id
+            rejection = Rejection(
+                RejectReason.UNKNOWN_CUSTOMER,
+                f"customer {customer_id!r} is not in the catalogue, and its usage was parked "
+                f"past the bound ({unknown.max_events} events a shard, "
+                f"{unknown.max_age_ms / 3_600_000:g} h); redrive it once the customer exists",
+                record.event.event_id,
+                customer_id,
+            )
+            batch.outcomes.dead_letters.append(_usage_dead_letter(record, rejection))
+
     def _expire(self, batch: _Batch, watermark_us: int) -> None:
-        expiries, alerts = self.engine.expire(batch.state.rating, from_micros(watermark_us))
+        expiries, alerts = batch.engine.expire(batch.state.rating, from_micros(watermark_us))
         batch.outcomes.expiries.extend(expiries)
         batch.outcomes.alerts.extend(alerts)
 
-    def _forget_closed_periods(self, state: ShardState) -> None:
+    def _forget_closed_periods(self, batch: _Batch) -> None:
         """Drop rating accumulators of periods that ended beyond the dedupe horizon: any
         event of theirs would be dead-lettered, so they can change no more. Once an hour
         of event time, since it walks the whole rating state; never for a horizon reaching
         back before 1970 (replays keep every id)."""
+        state = batch.state
         window = state.dedupe
         hour = window.max_event_us // BUCKET_US
         edge_us = window.max_event_us - window.horizon_us
@@ -107,7 +179,7 @@ class ShardMeter:
             return
         state.forgotten_hour = hour
         for customer_id, customer in state.rating.customers.items():
-            start_us, _ = self.engine.period_bounds(customer_id, edge_us)
+            start_us, _ = batch.engine.period_bounds(customer_id, edge_us)
             customer.forget_before(start_us)
 
     def _usage(self, batch: _Batch, records: Sequence[Consumed]) -> None:
@@ -115,28 +187,63 @@ class ShardMeter:
             return
         with batch.watch.stage("dedupe"):
             fresh = self._dedupe(batch, records)
+        self._rate(batch, fresh)
+
+    def _rate(self, batch: _Batch, fresh: Sequence[_Fresh]) -> None:
+        """Rate in runs whose events are told apart by (customer, event id): a redriven
+        dead letter may follow its first arrival in one batch."""
+        start, seen = 0, set[tuple[str, str]]()
+        for i, f in enumerate(fresh):
+            key = (f.consumed.event.customer_id, f.consumed.event.event_id)
+            if key in seen:
+                self._rate_run(batch, fresh[start:i])
+                start, seen = i, set[tuple[str, str]]()
+            seen.add(key)
+        self._rate_run(batch, fresh[start:])
+
+    def _rate_run(self, batch: _Batch, fresh: Sequence[_Fresh]) -> None:
+        if not fresh:
+            return
+        state, live, outcomes = batch.state, self.live, batch.outcomes
+        events = [f.consumed.event for f in fresh]
+        current = None
+        if live is not None:
+            state.catalogue = live.admit(state.catalogue, events)
+            batch.engine = live.engine(batch.shard, state.catalogue)
+            current = live.current(state.catalogue)
+        checked = metered(current, events)
         with batch.watch.stage("rate"):
-            result = self.engine.rate_batch(batch.state.rating, [f.consumed.event for f in fresh])
+            valid = [e for e in checked if isinstance(e, UsageEvent)]
+            result = batch.engine.rate_batch(state.rating, valid)
+        unmetered = [r for r in checked if isinstance(r, Rejection)]
         rated = {(line.customer_id, line.event_id): line for line in result.lines}
-        rejected = {(r.customer_id, r.event_id): r for r in result.rejections}
-        outcomes = batch.outcomes
+        rejected = {(r.customer_id, r.event_id): r for r in [*unmetered, *result.rejections]}
         for f in fresh:
+            order_ms = f.consumed.origin.order_ms
             key = (f.consumed.event.customer_id, f.consumed.event.event_id)
             line = rated.get(key)
-            if line is None:
+            if live is not None and live.parking_due(state.parked, order_ms):
+                self._unpark_expired(batch, order_ms)
+            if line is None and live is not None and live.parks(rejected[key]):
+                outcomes.parked.append(Parked(f.consumed, "parked"))
+                state.parked.park(f.consumed.event.customer_id, f.consumed)
+                if live.parking_due(state.parked, order_ms):
+                    self._unpark_expired(batch, order_ms)
+            elif line is None:
                 outcomes.dead_letters.append(_usage_dead_letter(f.consumed, rejected[key]))
-                continue
-            adjustment = f.late and self._period_closed(line.customer_id, line.timestamp, f)
-            outcomes.rated.append(
-                Rated(f.consumed, line, f.late, f.lateness_ms, adjustment, f.watermark_us)
-            )
+            else:
+                _, end_us = batch.engine.period_bounds(line.customer_id, to_micros(line.timestamp))
+                adjustment = f.late and end_us <= f.watermark_us
+                outcomes.rated.append(
+                    Rated(f.consumed, line, f.late, f.lateness_ms, adjustment, f.watermark_us)
+                )
         outcomes.alerts.extend(result.alerts)
 
     def _grant(self, batch: _Batch, record: ConsumedGrant) -> None:
         grant = record.grant
-        rejection = self.engine.apply_grant(batch.state.rating, grant)
+        rejection = batch.engine.apply_grant(batch.state.rating, grant)
         if rejection is None:
-            amount = self.engine.grant_amount(grant)
+            amount = batch.engine.grant_amount(grant)
             batch.outcomes.grants.append(GrantApplied(record, amount))
             return
         payload = json.dumps(asdict(grant), default=str).encode()
@@ -144,14 +251,15 @@ class ShardMeter:
 
     def _dedupe(self, batch: _Batch, records: Sequence[Consumed]) -> list[_Fresh]:
         """First arrivals go on to rating; re-sends are duplicates; ids beyond the horizon
-        cannot be counted exactly once and are dead-lettered."""
+        cannot be counted exactly once and are dead-lettered. A redriven dead letter is
+        deduplicated on where it was first read, so it is rated at most once ever."""
         fresh = []
         window = batch.state.dedupe
         stamps = [to_micros(record.event.timestamp) for record in records]
         newest_us = window.max_event_us
         seen = window.check_batch(
             [
-                (r.event.customer_id, r.event.event_id, event_us, r.fingerprint)
+                (r.event.customer_id, r.dedupe_id, event_us, r.fingerprint)
                 for r, event_us in zip(records, stamps, strict=True)
             ]
         )
@@ -179,11 +287,6 @@ class ShardMeter:
             if found.verdict is Verdict.FRESH:
                 newest_us = max(newest_us, event_us)
         return fresh
-
-    def _period_closed(self, customer_id: str, timestamp: datetime, fresh: _Fresh) -> bool:
-        """Whether the event's billing period ended behind the watermark (asked of late lines)."""
-        _, end_us = self.engine.period_bounds(customer_id, to_micros(timestamp))
-        return end_us <= fresh.watermark_us
 
 
 def _usage_dead_letter(record: Consumed, rejection: Rejection) -> DeadLetter:

@@ -65,6 +65,7 @@ _LIVE_ONLY = {
     "adjustment",
     "kafka_timestamp",
     "rated_at",
+    "redrive_of",
 }
 _KEPT = [name for name in TABLES[RATED_USAGE] if name not in _LIVE_ONLY]
 COLUMNS = ("replay", *_KEPT)
@@ -180,7 +181,7 @@ def replay(
     client.command("ALTER TABLE replayed_usage DROP PARTITION %(name)s", parameters={"name": name})
     client.insert("replays", [run.row(None)], column_names=_REPLAYS)
     state = ShardState(DedupeWindow(_UNBOUNDED_US))
-    meter.meter(state, _live_grants(client))
+    meter.meter(_SHARD, state, _live_grants(client))
     bounds = TimeBounds(settings.max_future, settings.max_age)
     shown = Progress(f"replay {name}", source.total, sys.stderr if progress else None)
     rows: list[pa.Table] = []
@@ -210,7 +211,7 @@ def _meter_chunk(
         run.saw(checked)
         origin = Origin(entry.topic, entry.partition, entry.offset, entry.timestamp_ms)
         items.append(Consumed(checked, origin))
-    outcomes = meter.meter(state, items)
+    outcomes = meter.meter(_SHARD, state, items)
     run.events += len(chunk)
     run.duplicates += len(outcomes.duplicates)
     run.rejected.update(outcomes.reasons())

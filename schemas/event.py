@@ -74,6 +74,7 @@ class RejectReason(StrEnum):
     UNKNOWN_MODEL = "unknown_model"
     BEYOND_DEDUPE_HORIZON = "beyond_dedupe_horizon"
     INVALID_CORRECTION = "invalid_correction"
+    INVALID_CATALOGUE_RECORD = "invalid_catalogue_record"
 
 
 @dataclass(frozen=True, slots=True)

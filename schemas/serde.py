@@ -29,6 +29,9 @@ MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
 SUBJECT = "usage-events-value"
 LATEST_VERSION = 3
+USAGE = "usage_event"
+CATALOGUE = "catalogue_record"
+"""The contracts in `schemas/avro`: usage events, and the catalogue's records (v1)."""
 SCHEMA_NOT_FOUND = (40403, 40400)
 """The error codes of a registry saying it holds no such id (40403 from Confluent and
 Apicurio, 40400 from confluent-kafka's mock client); any other answer is an outage."""
@@ -56,23 +59,28 @@ def open_registry(url: str, timeout: float = 10.0) -> SchemaRegistryClient:
 
 
 @cache
-def schema_text(version: int = LATEST_VERSION) -> str:
+def schema_text(version: int = LATEST_VERSION, contract: str = USAGE) -> str:
     """The Avro schema of a contract version, as shipped in `schemas/avro`."""
-    return (resources.files("schemas") / "avro" / f"usage_event_v{version}.avsc").read_text()
+    return (resources.files("schemas") / "avro" / f"{contract}_v{version}.avsc").read_text()
 
 
-def parsed_schema(version: int = LATEST_VERSION) -> Any:
-    return parse_schema(json.loads(schema_text(version)))
+def parsed_schema(version: int = LATEST_VERSION, contract: str = USAGE) -> Any:
+    return parse_schema(json.loads(schema_text(version, contract)))
 
 
 class Encoder:
     """Writes records with one registered writer schema."""
 
     def __init__(
-        self, client: SchemaRegistryClient, version: int = LATEST_VERSION, subject: str = SUBJECT
+        self,
+        client: SchemaRegistryClient,
+        version: int = LATEST_VERSION,
+        subject: str = SUBJECT,
+        contract: str = USAGE,
     ):
-        self.schema_id: int = client.register_schema(subject, Schema(schema_text(version), "AVRO"))
-        self._schema = parsed_schema(version)
+        text = schema_text(version, contract)
+        self.schema_id: int = client.register_schema(subject, Schema(text, "AVRO"))
+        self._schema = parsed_schema(version, contract)
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         return frame(self.schema_id, self._schema, record)
@@ -95,11 +103,15 @@ class Decoder:
     """
 
     def __init__(
-        self, client: SchemaRegistryClient, url: str = "", reader_version: int = LATEST_VERSION
+        self,
+        client: SchemaRegistryClient,
+        url: str = "",
+        reader_version: int = LATEST_VERSION,
+        contract: str = USAGE,
     ):
         self._client = client
         self._url = url
-        self._reader = parsed_schema(reader_version)
+        self._reader = parsed_schema(reader_version, contract)
         self._writers: dict[int, Any] = {}
 
     def decode(self, payload: bytes | None) -> dict[str, Any] | Rejection:

@@ -29,14 +29,24 @@ class TimeBounds:
 
 
 def validate(
-    record: Mapping[str, Any], now: datetime, bounds: TimeBounds, typed: bool = False
+    record: Mapping[str, Any],
+    now: datetime,
+    bounds: TimeBounds,
+    typed: bool = False,
+    catalogue_meters: bool = False,
 ) -> UsageEvent | Rejection:
     """Check one record against the contract; `now` is passed in so a batch shares one clock.
 
     `typed` records come from the Avro decoder, whose reader schema already fixes
     every field's presence and type, so only their meaning is checked: the hot path.
+    With `catalogue_meters`, a meter that is not built in may be one of the live
+    catalogue's, which the flow checks in order (`flows.catalogue`); only its quantities'
+    values are checked here.
     """
-    problem = _check_meaning(record, now, bounds) if typed else _check(record, now, bounds)
+    if typed:
+        problem = _check_meaning(record, now, bounds, catalogue_meters)
+    else:
+        problem = _check(record, now, bounds, catalogue_meters)
     if problem is not None:
         ids = (_str_or_none(record.get("event_id")), _str_or_none(record.get("customer_id")))
         return Rejection(problem[0], problem[1], *ids)
@@ -58,7 +68,7 @@ def validate(
 
 
 def _check(
-    record: Mapping[str, Any], now: datetime, bounds: TimeBounds
+    record: Mapping[str, Any], now: datetime, bounds: TimeBounds, catalogue_meters: bool = False
 ) -> tuple[RejectReason, str] | None:
     for name in (*_REQUIRED_STRINGS, "timestamp", "quantities"):
         if record.get(name) is None:
@@ -76,11 +86,11 @@ def _check(
     mode = record.get("mode") or "realtime"
     if mode not in MODES:
         return RejectReason.INVALID_FIELD, f"'mode' must be one of {sorted(MODES)}, got {mode!r}"
-    return _check_meaning(record, now, bounds)
+    return _check_meaning(record, now, bounds, catalogue_meters)
 
 
 def _check_meaning(
-    record: Mapping[str, Any], now: datetime, bounds: TimeBounds
+    record: Mapping[str, Any], now: datetime, bounds: TimeBounds, catalogue_meters: bool = False
 ) -> tuple[RejectReason, str] | None:
     for name in _REQUIRED_STRINGS:
         value = record[name]
@@ -92,7 +102,7 @@ def _check_meaning(
     if corrects == record["event_id"]:
         return RejectReason.INVALID_FIELD, "an event cannot correct itself ('corrects')"
     return _check_time(record["timestamp"], now, bounds) or _check_quantities(
-        record["meter"], record["quantities"], signed=corrects is not None
+        record["meter"], record["quantities"], catalogue_meters, signed=corrects is not None
     )
 
 
@@ -118,11 +128,12 @@ def _check_time(ts: Any, now: datetime, bounds: TimeBounds) -> tuple[RejectReaso
 
 
 def _check_quantities(
-    meter: str, quantities: Any, signed: bool = False
+    meter: str, quantities: Any, catalogue_meters: bool = False, signed: bool = False
 ) -> tuple[RejectReason, str] | None:
-    """`signed`: a correction's quantities are deltas and may be negative."""
+    """`catalogue_meters`: meters the catalogue defines are checked in the shard's order;
+    `signed`: a correction's quantities are deltas and may be negative."""
     allowed = METER_DIMENSIONS.get(meter)
-    if allowed is None:
+    if allowed is None and not catalogue_meters:
         return (
             RejectReason.UNKNOWN_METER,
             f"meter {meter!r} is not one of {sorted(METER_DIMENSIONS)}",
@@ -133,7 +144,7 @@ def _check_quantities(
             "'quantities' must be a non-empty map of dimension to integer",
         )
     for dimension, value in quantities.items():
-        if dimension not in allowed:
+        if allowed is not None and dimension not in allowed:
             return (
                 RejectReason.UNKNOWN_DIMENSION,
                 f"meter {meter!r} has no dimension {dimension!r} (allowed: {sorted(allowed)})",

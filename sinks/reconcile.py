@@ -1,7 +1,8 @@
 """`meterflow reconcile`: prove every consumed offset has exactly one outcome.
 
-The raw event log holds every consumed record; rated usage, duplicates and dead
-letters each name the offset they account for. An offset with no outcome is a
+The raw event log holds every consumed record; rated usage, duplicates, dead
+letters and usage parked for a customer not in the catalogue yet each name the offset
+they account for. An offset with no outcome is a
 gap (lost revenue), one with two is a double count, an outcome without a raw
 record is an orphan, and a partition whose log stops short of Kafka's end has
 records not consumed yet. Each materialized view must also count what its table
@@ -22,7 +23,12 @@ _OUTCOMES = """
     FROM duplicates WHERE topic = %(topic)s
     UNION ALL
     SELECT partition, offset, 'dead_letter' FROM dead_letters WHERE topic = %(topic)s
+    UNION ALL
+    SELECT partition, offset, 'parked' FROM parked_usage WHERE topic = %(topic)s
+    GROUP BY partition, offset HAVING max(action = 'parked') AND NOT max(action != 'parked')
 """
+"""Usage parked for a customer not in the catalogue yet is accounted for while it is held;
+once released it is rated, once past the bound dead-lettered."""
 
 _VIEWS = {
     "usage_minute": ("sum(events)", "rated_usage", "count()"),
@@ -51,6 +57,8 @@ class Reconciliation:
     behind: dict[int, int] = field(default_factory=dict)
     views_short: dict[str, int] = field(default_factory=dict)
     """view -> rows of its table it has not counted (negative: counted twice)."""
+    redriven: int = 0
+    """Dead letters of this topic rated since through the redrive topic (`redrive_of`)."""
 
     @property
     def ok(self) -> bool:
@@ -62,6 +70,8 @@ class Reconciliation:
         out = [f"topic {self.topic}: {self.consumed} records consumed"]
         out += [f"  {name:<12} {count}" for name, count in sorted(self.outcomes.items())]
         out += [f"    dead letter {reason}: {n}" for reason, n in sorted(self.dead_letters.items())]
+        if self.redriven:
+            out.append(f"    of which redriven and rated: {self.redriven}")
         out.append(f"  gaps (no outcome): {len(self.gaps)} {self.gaps[:5]}")
         out.append(f"  double outcomes: {len(self.doubles)} {self.doubles[:5]}")
         out.append(f"  orphan outcomes: {len(self.orphans)} {self.orphans[:5]}")
@@ -126,6 +136,11 @@ def reconcile(client: Client, topic: str, end_offsets: dict[int, int]) -> Reconc
         if next_offset < end or count != next_offset:
             result.behind[partition] = end - count
     result.views_short = views_short(client)
+    rows = client.query(
+        "SELECT count() FROM rated_usage WHERE startsWith(redrive_of, %(prefix)s)",
+        parameters={"prefix": f"{topic}/"},
+    )
+    result.redriven = rows.result_rows[0][0]
     return result
 
 

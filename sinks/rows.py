@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from metering.catalogue.records import CatalogueRecord
 from metering.outcomes import DeadLetter, Outcomes
 from metering.rating.credits import CreditGrant
-from metering.records import ConsumedBatch, Origin
+from metering.records import ConsumedBatch, Origin, Redriven
 from schemas.event import Rejection, UsageEvent, from_micros, to_micros
 from schemas.serde import HEADER
 from sinks.batch import SinkBatch
@@ -30,11 +31,12 @@ from sinks.tables import (
     LATE_ADJUSTMENTS,
     MICROS,
     MILLIS,
+    PARKED_USAGE,
     RATED_USAGE,
     RAW_EVENTS,
 )
 
-Parsed = UsageEvent | CreditGrant | Rejection
+Parsed = UsageEvent | CreditGrant | CatalogueRecord | Redriven | Rejection
 Columns = dict[str, Sequence[Any]]
 
 _MONEY = ("amount", "discount", "credits_applied", "billable_amount", "cost")
@@ -81,7 +83,7 @@ def audit_batch(batch: ConsumedBatch, parsed: Sequence[Parsed], received_at: dat
             "key": [r.key.decode(errors="replace") if r.key is not None else None for r in records],
             "value": values,
             "schema_id": [_schema_id(v) for v in values],
-            "event_id": [p.grant_id if isinstance(p, CreditGrant) else p.event_id for p in parsed],
+            "event_id": [_record_id(p) for p in parsed],
             "customer_id": [p.customer_id for p in parsed],
             "received_at": _same_time(received_at, len(records), MICROS),
         },
@@ -184,6 +186,18 @@ def shard_batch(stream: str, positions: Counter[str], outcomes: Outcomes) -> Sin
             "grant_id": [a.grant_id for a in alerts],
         },
     )
+    parked = outcomes.parked
+    held = [p.consumed for p in parked]
+    out.add(
+        PARKED_USAGE,
+        {
+            **_origins(stream, take(PARKED_USAGE, len(parked)), [c.origin for c in held]),
+            "action": [p.action for p in parked],
+            **_fields([c.event for c in held], "event_id", "customer_id", "timestamp"),
+            "kafka_timestamp": [c.origin.kafka_timestamp_ms for c in held],
+            "at": _same_time(now, len(parked), MICROS),
+        },
+    )
     return out
 
 
@@ -197,6 +211,7 @@ def _rated(stream: str, positions: range, outcomes: Outcomes, now: datetime) -> 
         **_fields(rated, "late", "lateness_ms", "adjustment"),
         "kafka_timestamp": [o.kafka_timestamp_ms for o in origins],
         "rated_at": _same_time(now, len(rated), MILLIS),
+        "redrive_of": [r.consumed.redrive_of for r in rated],
     }
 
 
@@ -243,6 +258,14 @@ def _sources(
         "partition": [partition] * count,
         "offset": offsets,
     }
+
+
+def _record_id(parsed: Parsed) -> str | None:
+    if isinstance(parsed, CreditGrant):
+        return parsed.grant_id
+    if isinstance(parsed, CatalogueRecord):
+        return parsed.key
+    return parsed.event_id
 
 
 def _same_time(at: datetime, count: int, unit: pa.DataType) -> pa.Array:

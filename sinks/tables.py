@@ -16,6 +16,7 @@ LATE_ADJUSTMENTS = "late_adjustments"
 ALERTS = "alerts"
 CREDIT_GRANTS = "credit_grants"
 CREDIT_EXPIRIES = "credit_expiries"
+PARKED_USAGE = "parked_usage"
 
 MONEY = pa.decimal128(38, 18)
 MILLIS = pa.timestamp("ms", "UTC")
@@ -96,6 +97,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("rated_at", MILLIS),
             ("charges", pa.map_(TEXT, MONEY)),
             ("corrects", TEXT),
+            ("redrive_of", TEXT),
         ]
     ),
     LATE_ADJUSTMENTS: pa.schema(
@@ -149,6 +151,17 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("expires_at", MICROS),
             ("credits", MONEY),
             ("amount", MONEY),
+        ]
+    ),
+    PARKED_USAGE: pa.schema(
+        [
+            *_SOURCE,
+            ("action", TEXT),
+            ("event_id", TEXT),
+            ("customer_id", TEXT),
+            ("timestamp", MICROS),
+            ("kafka_timestamp", MILLIS),
+            ("at", MICROS),
         ]
     ),
 }

@@ -165,7 +165,7 @@ def _demo_batches() -> list[SinkBatch]:
     def flush() -> None:
         for shard, items in pending.items():
             state = states[shard]
-            batches.append(shard_batch(shard, state.positions, meter.meter(state, items)))
+            batches.append(shard_batch(shard, state.positions, meter.meter(shard, state, items)))
         pending.clear()
 
     for offset, send in enumerate(sends):

@@ -57,7 +57,7 @@ def run(
     shard_meter: ShardMeter, state: ShardState, records: Sequence[ShardRecord]
 ) -> tuple[Rows, Outcomes]:
     """The shard's decisions, and the rows the sink gets of them, by table and column."""
-    outcomes = shard_meter.meter(state, records)
+    outcomes = shard_meter.meter("shard-000", state, records)
     batch = shard_batch("shard-000", state.positions, outcomes)
     rows = {table: rows.to_pylist(maps_as_pydicts="strict") for table, rows in batch.tables.items()}
     return rows, outcomes
@@ -132,7 +132,7 @@ def test_accumulators_of_periods_past_the_horizon_are_forgotten_and_later_rating
     shard_meter = ShardMeter(RatingEngine(load_books()), allowed_lateness_us=HOUR_US // 6)
     state = ShardState(DedupeWindow(24 * HOUR_US))
     november, december = datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 12, 5, tzinfo=UTC)
-    shard_meter.meter(state, consumed([event("nov", november)]))
+    shard_meter.meter("shard-000", state, consumed([event("nov", november)]))
     periods = {key[0] for key in state.rating.customers["cust-0001"].usage}
     assert len(periods) == 1
 

@@ -53,7 +53,7 @@ def test_metrics_endpoint_reports_outcomes_dead_letters_and_latency() -> None:
     port = free_port()
     metrics.serve("127.0.0.1", port)
     outcomes = ShardMeter(RatingEngine(load_books()), allowed_lateness_us=600_000_000).meter(
-        ShardState(DedupeWindow(24 * 3600 * 10**6)), shard_records()
+        "shard-001", ShardState(DedupeWindow(24 * 3600 * 10**6)), shard_records()
     )
     assert outcomes.counts() == {"rated": 5, "duplicate": 2, "late": 1, "dead_letter": 1}
     metrics.record_shard("shard-001", outcomes, dedupe_ids=8, max_event_us=1_700_000_000_000_000)

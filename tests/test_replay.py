@@ -73,7 +73,7 @@ def run_live(
 
     def store(shard: str, items: list[Any]) -> None:
         state = states.setdefault(shard, ShardState(DedupeWindow(24 * HOUR_US)))
-        keep(shard_batch(shard, state.positions, meter.meter(state, items)))
+        keep(shard_batch(shard, state.positions, meter.meter(shard, state, items)))
 
     for offset, grant in enumerate(grants):
         origin = Origin("grants", 0, offset, 0)

@@ -70,7 +70,7 @@ def test_rated_rows_reach_clickhouse_to_the_last_digit(
     meter = ShardMeter(RatingEngine(load_books()), allowed_lateness_us=600_000_000)
     state = ShardState(DedupeWindow(35 * 86_400 * 10**6))
     records = [Consumed(e, Origin("usage", 0, i, 0)) for i, e in enumerate(events)]
-    outcomes = meter.meter(state, records)
+    outcomes = meter.meter("shard", state, records)
     assert len(outcomes.rated) == len(events)
     stream = uuid.uuid4().hex
     rows = shard_batch(stream, state.positions, outcomes).tables[RATED_USAGE]

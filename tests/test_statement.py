@@ -52,9 +52,7 @@ def as_dicts(rows: Rows, table: str) -> list[dict[str, Any]]:
     return rows.get(table, [])
 
 
-def billed_in(
-    rows: Rows, customer: str, start: datetime, end: datetime
-) -> list[Decimal]:
+def billed_in(rows: Rows, customer: str, start: datetime, end: datetime) -> list[Decimal]:
     """Billable amounts a statement of [start, end) must bill, from the rows the flow wrote:
     usage of the period that was not a late adjustment, and the late adjustments whose
     watermark fell in the period."""

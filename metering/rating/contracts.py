@@ -250,13 +250,20 @@ LIST_PRICE = ContractVersion(None, BEGINNING, END)
 
 class Contracts:
     def __init__(self, spec: ContractsSpec):
-        self.customers = {c.id: _customer(c, spec.plans) for c in spec.customers}
+        self.customers = {c.id: customer_of(c, spec.plans) for c in spec.customers}
+
+    @classmethod
+    def of(cls, customers: dict[str, Customer]) -> Contracts:
+        """Customers built one at a time (the live catalogue adds them as they appear)."""
+        contracts = cls.__new__(cls)
+        contracts.customers = customers
+        return contracts
 
     def get(self, customer_id: str) -> Customer | None:
         return self.customers.get(customer_id)
 
 
-def _customer(spec: CustomerSpec, plans: Mapping[str, TermsSpec]) -> Customer:
+def customer_of(spec: CustomerSpec, plans: Mapping[str, TermsSpec]) -> Customer:
     contract = spec.contract
     if contract is None:
         return Customer(spec.id, MONTHLY, (LIST_PRICE,))
@@ -315,7 +322,7 @@ def _version(version_id: str, start: int, end: int, terms: TermsSpec) -> Contrac
 
 
 def _allowance(spec: AllowanceSpec) -> Allowance:
-    dimensions = frozenset(spec.dimensions or METER_DIMENSIONS[spec.meter])
+    dimensions = frozenset(spec.dimensions or METER_DIMENSIONS.get(spec.meter, frozenset()))
     return Allowance(
         spec.meter,
         spec.quantity,

@@ -66,16 +66,26 @@ def field_path(loc: Sequence[int | str]) -> str:
 
 def load_model(path: Path | str, model: type[M]) -> M:
     """Parse and validate one catalogue file, or raise `CatalogueError`."""
+    return validate_model(path, read_yaml(path), model)
+
+
+def read_yaml(path: Path | str) -> Any:
+    """A catalogue file's YAML, numbers as decimals, or `CatalogueError`."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogueError(path, "", f"cannot read: {exc.strerror or exc}") from exc
     try:
-        data: Any = yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise CatalogueError(path, "", f"not valid YAML: {exc}") from exc
+
+
+def validate_model(
+    path: Path | str, data: Any, model: type[M], context: dict[str, Any] | None = None
+) -> M:
     try:
-        return model.model_validate(data if data is not None else {})
+        return model.model_validate(data if data is not None else {}, context=context)
     except ValidationError as exc:
         raise CatalogueError(path, *_describe(exc)) from exc
 

@@ -25,7 +25,14 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, AwareDatetime, Field, PositiveInt, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Field,
+    PositiveInt,
+    ValidationInfo,
+    model_validator,
+)
 
 from metering.rating.charges import Charge, DynamicSpec, MatrixSpec, PercentageSpec, matrix
 from metering.rating.loading import Rate, Spec, load_model
@@ -36,9 +43,13 @@ from metering.rating.versions import Span, Versions
 from schemas.event import to_micros
 from schemas.meters import METER_DIMENSIONS
 
+CATALOGUE_METERS = {"catalogue_meters": True}
+"""Validation context of live catalogue records: their meters are checked against the
+catalogue's meters (`metering.catalogue`), not only the built-in ones."""
 
-def _known_meter(meter: str) -> str:
-    if meter not in METER_DIMENSIONS:
+
+def _known_meter(meter: str, info: ValidationInfo) -> str:
+    if meter not in METER_DIMENSIONS and not (info.context or {}).get("catalogue_meters"):
         raise ValueError(f"meter {meter!r} is not one of {sorted(METER_DIMENSIONS)}")
     return meter
 
@@ -156,7 +167,8 @@ _FORMS = ("rates", "graduated", "volume", "percentage", "dynamic", "matrix", "re
 
 
 def check_dimension(meter: str, dimension: str, per: Per) -> None:
-    if dimension not in METER_DIMENSIONS[meter]:
+    """Built-in meters' dimensions; a catalogue meter's are checked by the catalogue."""
+    if meter in METER_DIMENSIONS and dimension not in METER_DIMENSIONS[meter]:
         allowed = sorted(METER_DIMENSIONS[meter])
         raise ValueError(f"dimension {dimension!r} is not measured by {meter!r} ({allowed})")
     if per == "hour" and not dimension.endswith("_ms"):

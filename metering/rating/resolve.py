@@ -99,7 +99,7 @@ class Resolver:
             simple = charge is None and all(s.flat for s in schedules.values())
             pools = {
                 d: i
-                for d in METER_DIMENSIONS[meter]
+                for d in METER_DIMENSIONS.get(meter, schedules)
                 if (i := _pool(terms, meter, model, d)) is not None
             }
             resolution = Resolution(

@@ -1,0 +1,362 @@
+"""The live catalogue on the real stack: one flow in tail mode, never restarted, while
+`meterflow catalogue apply` adds a customer and a price version effective in the past
+of the open period. Usage after each record in the shard's order is rated with it, from
+its effective time; what was rated before is not rated again; reconcile passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from commands.topic_reader import read_to_end
+from flows.settings import Settings
+from infra import stack
+from schemas.producer import UsageProducer
+from schemas.serde import Encoder
+from tests.catalogue.test_catalogue import METERS, VECTOR_PRICES
+from tests.conftest import PORT_BASE
+
+pytestmark = pytest.mark.stack
+
+CUSTOMER = "cust-live"
+METRICS_PORT = PORT_BASE + 464
+NOW = datetime.now(UTC).replace(microsecond=0)
+EFFECTIVE = NOW - timedelta(minutes=30)
+"""The new price's effective time: in the open period, before the usage that uses it."""
+
+AMENDED = NOW - timedelta(minutes=10)
+CUSTOMER_FILE = f"""
+customers:
+  - id: {CUSTOMER}
+    name: Live Onboarding
+    contract:
+      id: C-live
+      terms: {{discount_percent: 10}}
+      amendments:
+        - {{id: C-live-A1, effective_from: {AMENDED.isoformat()}, discount_percent: 20}}
+"""
+PRICE_FILE = f"""
+versions:
+  - id: list-live
+    effective_from: {EFFECTIVE.isoformat()}
+    prices:
+      - {{meter: image.generation, model: sdxl, rates: {{images: 0.05}}}}
+"""
+
+
+def usage(event_id: str, at: datetime, images: int, customer: str = CUSTOMER) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "timestamp": at,
+        "customer_id": customer,
+        "project_id": None,
+        "feature": None,
+        "meter": "image.generation",
+        "model": "sdxl",
+        "provider": "stability",
+        "mode": "realtime",
+        "quantities": {"images": images},
+        "properties": {},
+        "region": None,
+    }
+
+
+@pytest.fixture
+def env(settings: Settings, kafka_bootstrap: str, tmp_path: Path) -> dict[str, str]:
+    name = uuid.uuid4().hex[:8]
+    topics = {
+        "USAGE": (f"live-usage-{name}", 4),
+        "CREDIT_GRANTS": (f"live-grants-{name}", 2),
+        "CATALOGUE": (f"live-catalogue-{name}", 1),
+        "REDRIVE": (f"live-redrive-{name}", 2),
+        "DEAD_LETTER": (f"live-dead-letters-{name}", 1),
+    }
+    catalogue = topics["CATALOGUE"][0]
+    stack.create_topics(kafka_bootstrap, dict(topics.values()), frozenset({catalogue}))
+    return {
+        **os.environ,
+        **{f"METERFLOW_{kind}_TOPIC": topic for kind, (topic, _) in topics.items()},
+        "METERFLOW_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'chdb'}",
+        "METERFLOW_RECOVERY_DIR": str(tmp_path / "recovery"),
+        "METERFLOW_SNAPSHOT_SECONDS": "0.5",
+        "METERFLOW_SINK_FLUSH_SECONDS": "0.2",
+        "METERFLOW_METRICS_PORT": str(METRICS_PORT),
+    }
+
+
+@pytest.fixture
+def tail_flow(env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A flow in tail mode; its log is printed when a test fails."""
+    log = tmp_path / "flow.log"
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "commands.cli", "run"]
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=out)
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=30)
+    print(log.read_text()[-5000:])
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "commands.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def flow_metrics() -> list[str]:
+    """The running flow's metrics, none before it serves them."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=2) as r:
+            return [line for line in r.read().decode().splitlines() if line.startswith("meterflow")]
+    except OSError:
+        return []
+
+
+def wait_for(metric: str, count: int, timeout: float = 40) -> None:
+    """Until the flow's counters named `metric` add up to `count`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = flow_metrics()
+        done = [float(x.split()[-1]) for x in lines if x.startswith(metric)]
+        if sum(done) >= count:
+            return
+        assert time.monotonic() < deadline, f"{metric} below {count} in {timeout} s: {lines}"
+        time.sleep(0.2)
+
+
+def wait_outcomes(count: int) -> None:
+    """Until `count` usage records have an outcome."""
+    wait_for("meterflow_events_total{", count)
+
+
+def stop_when_written(flow: subprocess.Popen[bytes], rated: int) -> None:
+    """Once the sink has written `rated` rated rows, stop the flow: a tail-mode flow runs
+    until it is stopped, and the exactly-once sink keeps what it has written."""
+    wait_for("meterflow_produce_to_queryable_seconds_count", rated)
+    flow.kill()
+    flow.wait(timeout=30)
+
+
+READ = """
+import json
+from flows.settings import Settings
+from sinks.clickhouse import connect
+s = Settings()
+c = connect(s.clickhouse_dsn, s.clickhouse_database)
+rows = c.query("SELECT event_id, toString(amount), toString(discount), price_version, "
+               "contract_version FROM rated_usage WHERE customer_id = 'cust-live'").result_rows
+print(json.dumps(sorted(rows)))
+"""
+
+
+def test_parked_usage_new_customers_and_prices_in_a_running_flow(
+    env: dict[str, str],
+    tail_flow: subprocess.Popen[bytes],
+    registry_client: SchemaRegistryClient,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """Usage of a customer not in the catalogue is parked, then rated on the terms in force
+    at each event's time once `catalogue apply` adds the customer; a price effective in the
+    past of the open period prices only usage after it in the order; a customer that never
+    appears stays parked and reconcile counts it."""
+    (tmp_path / "customer.yaml").write_text(CUSTOMER_FILE)
+    (tmp_path / "prices.yaml").write_text(PRICE_FILE)
+    sender = UsageProducer(kafka_bootstrap, env["METERFLOW_USAGE_TOPIC"], Encoder(registry_client))
+    with sender:
+        sender.send(usage("parked-1", NOW - timedelta(minutes=20), 10))
+        sender.send(usage("parked-2", NOW - timedelta(minutes=5), 10))
+        sender.send(usage("ghost-1", NOW - timedelta(minutes=5), 10, "cust-ghost"))
+    wait_for("meterflow_parked_total", 3)
+    assert not [x for x in flow_metrics() if x.startswith("meterflow_events_total{")]
+
+    applied = cli(env, "catalogue", "apply", str(tmp_path / "customer.yaml"))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines()[0] == f"+ customer/{CUSTOMER}"
+    again = cli(env, "catalogue", "apply", str(tmp_path / "customer.yaml"))
+    assert again.stdout.splitlines() == ["no changes"], again.stderr
+    wait_for("meterflow_unparked_total", 2)
+
+    applied = cli(env, "catalogue", "apply", str(tmp_path / "prices.yaml"))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines()[0] == "+ price_version/list-live"
+    with sender:
+        sender.send(usage("older-than-price", NOW - timedelta(minutes=50), 10))
+        sender.send(usage("after-price", NOW - timedelta(minutes=2), 10))
+    wait_outcomes(4)
+    shown = cli(env, "catalogue", "show", "--at", (NOW - timedelta(minutes=1)).isoformat())
+    assert "  list-live from " + EFFECTIVE.isoformat() + " (in force)" in shown.stdout
+    assert f"  {CUSTOMER} (Live Onboarding): contract C-live-A1, tier default, discount 20%" in (
+        shown.stdout.splitlines()
+    )
+
+    assert tail_flow.poll() is None, "the flow stopped"
+    stop_when_written(tail_flow, 4)
+    read = subprocess.run(
+        [sys.executable, "-c", READ], env=env, check=True, capture_output=True, text=True
+    )
+    d = Decimal
+    assert {row[0]: (d(row[1]), d(row[2]), *row[3:]) for row in json.loads(read.stdout)} == {
+        "parked-1": (d("0.40"), d("0.04"), "list-2025-01", "C-live"),
+        "parked-2": (d("0.40"), d("0.08"), "list-2025-01", "C-live-A1"),
+        "older-than-price": (d("0.40"), d("0.04"), "list-2025-01", "C-live"),
+        "after-price": (d("0.50"), d("0.10"), "list-live", "C-live-A1"),
+    }
+    reconciled = cli(env, "reconcile")
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+    assert "  parked       1" in reconciled.stdout.splitlines()
+
+
+def test_a_meter_added_through_catalogue_apply_only_is_rated(
+    env: dict[str, str],
+    tail_flow: subprocess.Popen[bytes],
+    registry_client: SchemaRegistryClient,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """vector.storage, two dimensions, is no built-in meter: only the catalogue knows it."""
+    (tmp_path / "meters.yaml").write_text(METERS)
+    (tmp_path / "prices.yaml").write_text(VECTOR_PRICES)
+    applied = cli(
+        env, "catalogue", "apply", str(tmp_path / "meters.yaml"), str(tmp_path / "prices.yaml")
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines()[:2] == [
+        "+ meter/vector.storage",
+        "+ price_version/list-vectors",
+    ]
+    vectors = {
+        **usage("vectors-1", NOW - timedelta(minutes=1), 0, "cust-0001"),
+        "meter": "vector.storage",
+        "model": "pgvector",
+        "provider": "self-hosted",
+        "quantities": {"vector_mb_hours": 500, "queries": 40},
+    }
+    with UsageProducer(
+        kafka_bootstrap, env["METERFLOW_USAGE_TOPIC"], Encoder(registry_client)
+    ) as sender:
+        sender.send(vectors)
+        sender.send({**vectors, "event_id": "vectors-2", "quantities": {"writes": 3}})
+    wait_outcomes(2)
+    stop_when_written(tail_flow, 1)
+    read = subprocess.run(
+        [sys.executable, "-c", READ_METER], env=env, check=True, capture_output=True, text=True
+    )
+    assert json.loads(read.stdout) == {
+        "rated": [["vectors-1", {"queries": 1, "vector_mb_hours": 500}, "1.01", "list-vectors"]],
+        "dead": [["vectors-2", "unknown_dimension"]],
+    }
+
+
+READ_METER = """
+import json
+from flows.settings import Settings
+from sinks.clickhouse import connect
+s = Settings()
+c = connect(s.clickhouse_dsn, s.clickhouse_database)
+rated = c.query("SELECT event_id, quantities, toString(amount), price_version FROM rated_usage "
+                "WHERE meter = 'vector.storage'").result_rows
+dead = c.query("SELECT event_id, reason FROM dead_letters WHERE customer_id = 'cust-0001'")
+print(json.dumps({"rated": rated, "dead": dead.result_rows}))
+"""
+
+
+TURBO_PRICES = f"""
+versions:
+  - id: list-turbo
+    effective_from: {EFFECTIVE.isoformat()}
+    prices:
+      - {{meter: image.generation, model: sdxl-lightning, rates: {{images: 0.02}}}}
+"""
+READ_REDRIVE = """
+import json
+from flows.settings import Settings
+from sinks.clickhouse import connect
+s = Settings()
+c = connect(s.clickhouse_dsn, s.clickhouse_database)
+rated = c.query("SELECT event_id, toString(amount), topic, redrive_of FROM rated_usage "
+                "WHERE model = 'sdxl-lightning' ORDER BY event_id").result_rows
+dead = c.query("SELECT event_id, reason, concat(topic, '/', toString(partition), '/', "
+               "toString(offset)) FROM dead_letters ORDER BY event_id").result_rows
+duplicates = c.query("SELECT event_id, topic FROM duplicates").result_rows
+print(json.dumps({"rated": rated, "dead": dead, "duplicates": duplicates}))
+"""
+
+
+def test_redrive_rates_fixed_dead_letters_exactly_once(
+    env: dict[str, str],
+    tail_flow: subprocess.Popen[bytes],
+    registry_client: SchemaRegistryClient,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """unknown_model dead letters, then the model's price through `catalogue apply`, then
+    `redrive` twice and a redrive record sent again by hand: each is rated once."""
+    turbo = [
+        {
+            **usage(f"turbo-{i}", NOW - timedelta(minutes=5), 10, "cust-0001"),
+            "model": "sdxl-lightning",
+        }
+        for i in (1, 2)
+    ]
+    with UsageProducer(
+        kafka_bootstrap, env["METERFLOW_USAGE_TOPIC"], Encoder(registry_client)
+    ) as sender:
+        for record in turbo:
+            sender.send(record)
+    deadline = time.monotonic() + 40
+    while len(read_to_end(kafka_bootstrap, env["METERFLOW_DEAD_LETTER_TOPIC"])) < 2:
+        assert time.monotonic() < deadline, "the dead letters never reached their topic"
+        time.sleep(0.3)
+    (tmp_path / "prices.yaml").write_text(TURBO_PRICES)
+    assert cli(env, "catalogue", "apply", str(tmp_path / "prices.yaml")).returncode == 0
+
+    first = cli(env, "redrive", "--reason", "unknown_model")
+    assert first.stdout.splitlines()[0].endswith(": 2 (unknown_model 2)"), first.stderr
+    wait_for("meterflow_produce_to_queryable_seconds_count", 2)
+    second = cli(env, "redrive", "--reason", "unknown_model")
+    assert second.stdout.splitlines() == [
+        f"redriven to {env['METERFLOW_REDRIVE_TOPIC']}: 0 (none)",
+        "skipped: 2 already redriven, 0 never decoded (their producer must send them again)",
+    ]
+    again = read_to_end(kafka_bootstrap, env["METERFLOW_REDRIVE_TOPIC"])[0]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(env["METERFLOW_REDRIVE_TOPIC"], again.value, key=b"cust-0001")
+    assert producer.flush(30) == 0
+    wait_for("meterflow_duplicates_total", 1)
+    stop_when_written(tail_flow, 2)
+
+    read = subprocess.run(
+        [sys.executable, "-c", READ_REDRIVE], env=env, check=True, capture_output=True, text=True
+    )
+    result = json.loads(read.stdout)
+    originals = {event_id: where for event_id, reason, where in result["dead"]}
+    assert {reason for _, reason, _ in result["dead"]} == {"unknown_model"}
+    assert result["rated"] == [
+        [event_id, "0.2", env["METERFLOW_REDRIVE_TOPIC"], originals[event_id]]
+        for event_id in ("turbo-1", "turbo-2")
+    ]
+    assert [topic for _, topic in result["duplicates"]] == [env["METERFLOW_REDRIVE_TOPIC"]]
+    reconciled = cli(env, "reconcile")
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+    assert "    of which redriven and rated: 2" in reconciled.stdout.splitlines()
