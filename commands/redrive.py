@@ -31,12 +31,12 @@ class Filter:
     customer: str | None = None
 
     def matches(self, letter: dict[str, object]) -> bool:
-        appended_ms = int(str(letter["kafka_timestamp"]))
+        appended = datetime.fromisoformat(str(letter["kafka_timestamp"]))
         return (
             (self.reason is None or letter["reason"] == self.reason)
             and (self.customer is None or letter["customer_id"] == self.customer)
-            and (self.since is None or appended_ms >= self.since.timestamp() * 1000)
-            and (self.until is None or appended_ms < self.until.timestamp() * 1000)
+            and (self.since is None or appended >= self.since)
+            and (self.until is None or appended < self.until)
         )
 
 

@@ -324,4 +324,9 @@ def _customer_key(record: dict[str, Any]) -> str:
 
 
 def _json_text(value: object) -> str:
-    return b64encode(value).decode() if isinstance(value, bytes) else str(value)
+    """Bytes as base64, times in RFC 3339, the rest (decimals) as their text."""
+    if isinstance(value, bytes):
+        return b64encode(value).decode()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)

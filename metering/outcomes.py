@@ -84,7 +84,8 @@ class Outcomes:
             counts["adjustment" if rated.adjustment else "late" if rated.late else "rated"] += 1
         for duplicate in self.duplicates:
             counts["conflicting_duplicate" if duplicate.conflicting else "duplicate"] += 1
-        counts["dead_letter"] += len(self.dead_letters)
+        if self.dead_letters:
+            counts["dead_letter"] += len(self.dead_letters)
         return counts
 
     def reasons(self) -> Counter[str]:
