@@ -3,6 +3,7 @@
 `rating.batch_events_per_second` is the headline: list-price token events, the bulk of
 real traffic. `rating.mixed_batch_events_per_second` spreads events over every customer
 and model of the example catalogue (contracts, tiers, allowances, credits, budgets).
+`bench_customers` compares a generated catalogue of 100,000 customers with one of 24.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from bench.catalogue import customer_id, customer_records
+from flows.catalogue import seed_catalogue
+from flows.settings import Settings
 from metering.rating.books import load_books
 from metering.rating.credits import CreditGrant
 from metering.rating.engine import RatingEngine
@@ -43,6 +47,28 @@ def bench_rating(events: int = 200_000) -> None:
         engine.apply_grant(state, grant)
     mixed = [_mixed_event(rng, i) for i in range(events)]
     print(f"rating.mixed_batch_events_per_second {_rate(engine, state, mixed)}")
+
+
+def bench_customers(customers: int = 100_000, events: int = 200_000) -> float:
+    """List-price and plan customers rated from a catalogue of 24 customers and from one of
+    `customers`: the same events, spread over all the customers of each. Returns the rate
+    with many customers as a share of the rate with 24."""
+    rates = {}
+    for count in (24, customers):
+        started = time.perf_counter()
+        catalogue = seed_catalogue(Settings())
+        for record in customer_records(count):
+            catalogue.apply(record)
+        engine = RatingEngine(catalogue.books())
+        built = time.perf_counter() - started
+        rng = random.Random(11)
+        spread = [_token_event(rng, i, customer_id(rng.randint(1, count))) for i in range(events)]
+        rates[count] = _rate(engine, RatingState(), spread)
+        print(f"rating.customers_{count}.catalogue_seconds {built:.3f}")
+        print(f"rating.customers_{count}.events_per_second {rates[count]}")
+    share = rates[customers] / rates[24]
+    print(f"rating.customers_{customers}_to_24 {share:.3f}")
+    return share
 
 
 def _rate(engine: RatingEngine, state: RatingState, events: list[UsageEvent]) -> int:
@@ -82,3 +108,4 @@ def _mixed_event(rng: random.Random, i: int) -> UsageEvent:
 
 if __name__ == "__main__":
     bench_rating()
+    bench_customers()

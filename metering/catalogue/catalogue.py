@@ -50,6 +50,7 @@ class Catalogue:
 
     def __init__(self, records: Iterable[CatalogueRecord] = ()):
         self.records: dict[str, CatalogueRecord] = {}
+        self._kinds: dict[Kind, dict[str, CatalogueRecord]] = {kind: {} for kind in Kind}
         self._customers: dict[str, Customer] = {}
         self._contract_ids: dict[str, str] = {}
         self._prices: PriceBook | None = None
@@ -72,6 +73,7 @@ class Catalogue:
     def copy(self) -> Catalogue:
         out = Catalogue()
         out.records, out._customers = dict(self.records), dict(self._customers)
+        out._kinds = {kind: dict(records) for kind, records in self._kinds.items()}
         out._contract_ids = dict(self._contract_ids)
         out._prices, out._costs, out._books = self._prices, self._costs, self._books
         return out
@@ -86,7 +88,7 @@ class Catalogue:
         return self.records.get(f"{kind}/{record_id}")
 
     def of_kind(self, kind: Kind) -> list[CatalogueRecord]:
-        return [r for r in self.records.values() if r.kind is kind]
+        return list(self._kinds[kind].values())
 
     def knows_customer(self, customer_id: str) -> bool:
         return customer_id in self._customers
@@ -109,6 +111,7 @@ class Catalogue:
 
     def _store(self, record: CatalogueRecord) -> None:
         self.records[record.key] = record
+        self._kinds[record.kind][record.id] = record
         self._books = None
         if record.kind is Kind.CUSTOMER:
             spec = cast(CustomerSpec, record.spec)
