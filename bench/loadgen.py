@@ -26,6 +26,7 @@ from typing import Any
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from fastavro import parse_schema
 
+from bench.catalogue import customer_id as generated_id
 from bench.manifest import Manifest, Total, write_manifest
 from schemas.event import Rejection, RejectReason, from_micros, to_micros
 from schemas.jsonform import dump_line
@@ -35,6 +36,8 @@ from schemas.serde import HEADER, MAGIC_BYTE, Encoder, frame, parsed_schema, sch
 from schemas.validation import MAX_QUANTITY, TimeBounds, validate
 
 MAX_CUSTOMERS = 24
+"""Customers of the example catalogue; more come from a generated one (`bench.catalogue`)."""
+MAX_GENERATED = 1_000_000
 """The example contract catalogue lists exactly `cust-0001`..`cust-0024`."""
 UNKNOWN_CUSTOMER_ID = "cust-9999"
 UNPRICED_MODEL = "mystery-model-7b"
@@ -103,7 +106,16 @@ _MAX_RETRY_US = 300 * _SECOND_US
 
 @cache
 def customer_ids(n: int = MAX_CUSTOMERS) -> tuple[str, ...]:
+    """The example catalogue's customers, or beyond 24 the generated catalogue's
+    (`bench.catalogue.write_customers`, for `meterflow catalogue apply`)."""
+    if n > MAX_CUSTOMERS:
+        return tuple(generated_id(i) for i in range(1, n + 1))
     return tuple(f"cust-{i:04d}" for i in range(1, n + 1))
+
+
+@cache
+def known_customers(n: int) -> frozenset[str]:
+    return frozenset(customer_ids(n))
 
 
 def live_start(span: timedelta = DEFAULT_SPAN, now: datetime | None = None) -> datetime:
@@ -138,7 +150,7 @@ class LoadSpec:
         rates = (self.duplicate_rate, self.late_rate, self.out_of_order_rate, self.malformed_rate)
         problems = [
             (self.count < 0, "count must be >= 0"),
-            (not 1 <= self.customers <= MAX_CUSTOMERS, f"customers must be 1..{MAX_CUSTOMERS}"),
+            (not 1 <= self.customers <= MAX_GENERATED, f"customers must be 1..{MAX_GENERATED}"),
             (self.start.utcoffset() != timedelta(0), "start must be a UTC time"),
             (self.span <= timedelta(0), "span must be positive"),
             (not all(0 <= r <= 1 for r in rates), "rates must be within 0..1"),
@@ -223,7 +235,7 @@ def verdict(
     )
     if isinstance(checked, Rejection):
         return checked.reason
-    if checked.customer_id not in customer_ids(spec.customers):
+    if checked.customer_id not in known_customers(spec.customers):
         return RejectReason.UNKNOWN_CUSTOMER
     if checked.model not in ALL_MODELS:
         return RejectReason.UNKNOWN_MODEL

@@ -96,6 +96,13 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
         malformed_rate=args.malformed_rate,
         models=tuple(args.models.split(",")) if args.models else ALL_MODELS,
     )
+    if args.catalogue is not None:
+        from bench.catalogue import write_customers
+
+        if spec.customers <= 24:
+            raise ValueError("--catalogue is for more than the example catalogue's 24 customers")
+        write_customers(spec.customers, args.catalogue)
+        print(f"customers for 'meterflow catalogue apply': {args.catalogue}", file=sys.stderr)
     registry = open_registry(settings.registry_url)
     manifest = run_loadgen(spec, open_producer(settings), registry, args.rate, args.manifest)
     print(
@@ -284,7 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("loadgen", help="realistic seeded traffic with a ground-truth manifest")
     p.add_argument("--count", type=int, default=10_000, help="unique valid events")
     p.add_argument("--rate", type=float, help="records per second (default: as fast as possible)")
-    p.add_argument("--customers", type=int, default=24)
+    p.add_argument(
+        "--customers", type=int, default=24, help="beyond 24, cust-000001... of --catalogue"
+    )
+    p.add_argument("--catalogue", type=Path, help="write the generated customers here")
     p.add_argument("--models", help="comma-separated subset of the catalogue's models")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--span", type=float, default=3600, help="seconds of event time covered")

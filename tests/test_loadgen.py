@@ -186,7 +186,7 @@ def test_models_filter_limits_valid_traffic() -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        {"customers": 25},
+        {"customers": 1_000_001},
         {"customers": 0},
         {"count": -1},
         {"start": datetime(2025, 6, 1)},

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.catalogue import write_customers
+from bench.loadgen import LoadSpec, generate
 from metering.catalogue.authoring import changes, read_files
 from metering.catalogue.catalogue import Catalogue
 from metering.catalogue.records import Kind
@@ -223,3 +225,16 @@ def test_a_price_of_an_undefined_dimension_names_the_meter_definition(tmp_path: 
         "prices[0]: ['reads'] not defined: meter 'vector.storage' measures "
         "queries (query, count), vector_mb_hours (megabyte-hour)"
     )
+
+
+def test_a_generated_catalogue_knows_every_customer_the_load_generator_sends(
+    tmp_path: Path,
+) -> None:
+    spec = LoadSpec(count=3_000, start=datetime(2026, 11, 1, tzinfo=UTC), customers=5_000)
+    valid = [s.body for s in generate(spec)[0] if s.expect is None and isinstance(s.body, dict)]
+    sent = {body["customer_id"] for body in valid}
+    customers = write_customers(spec.customers, tmp_path / "customers.yaml")
+    after, diff = changes(seed(), read_files([customers]))
+    assert len(diff) == 5_000
+    assert len(sent) > 500
+    assert {c for c in sent if not after.knows_customer(c)} == set()
