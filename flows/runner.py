@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import clickhouse_connect
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -40,8 +41,7 @@ def run(
     recovery = settings.recovery_dir
     assert recovery is not None
     if not recovery.exists():
-        recovery.mkdir(parents=True)
-        init_db_dir(recovery, RECOVERY_PARTITIONS)
+        _init_recovery(recovery)
         log.info("initialised recovery store %s", recovery)
     log.info(
         "metering %s -> %s (%d worker(s), snapshot every %ss, recovery in %s)",
@@ -60,6 +60,16 @@ def run(
         epoch_interval=timedelta(seconds=settings.snapshot_seconds),
         recovery_config=RecoveryConfig(str(recovery)),
     )
+
+
+def _init_recovery(recovery: Path) -> None:
+    """All partitions or none: made aside and renamed, so a process killed while making
+    them leaves no store that cannot resume."""
+    staging = recovery.with_name(f"{recovery.name}.init")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    init_db_dir(staging, RECOVERY_PARTITIONS)
+    staging.rename(recovery)
 
 
 def preflight(settings: Settings) -> None:
