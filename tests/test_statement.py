@@ -17,15 +17,9 @@ from test_replay import run_live
 from bench.loadgen import LoadSpec, Send, Wire, generate
 from metering.rating.books import Books, load_books
 from metering.rating.engine import RatingEngine
-from reports.statement import (
-    Statement,
-    billing_period,
-    render_text,
-    statement,
-    to_json,
-    write_csv,
-    write_json,
-)
+from reports.statement import render_text, statement, to_json, write_csv, write_json
+from reports.statement_billing import billing_period
+from reports.statement_model import Statement
 from schemas.validation import TimeBounds
 from sinks.clickhouse import connect
 from sinks.tables import LATE_ADJUSTMENTS, RATED_USAGE
@@ -52,9 +46,7 @@ def as_dicts(rows: Rows, table: str) -> list[dict[str, Any]]:
     return rows.get(table, [])
 
 
-def billed_in(
-    rows: Rows, customer: str, start: datetime, end: datetime
-) -> list[Decimal]:
+def billed_in(rows: Rows, customer: str, start: datetime, end: datetime) -> list[Decimal]:
     """Billable amounts a statement of [start, end) must bill, from the rows the flow wrote:
     usage of the period that was not a late adjustment, and the late adjustments whose
     watermark fell in the period."""
