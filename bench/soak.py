@@ -32,7 +32,8 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.loadgen import LoadSpec, customer_ids, live_start, run_loadgen
+from bench.loadgen import LoadSpec, live_start, run_loadgen
+from bench.usage_mix import customer_ids
 from flows import runner
 from flows.producing import open_producer
 from flows.settings import Settings
