@@ -16,7 +16,8 @@ from typing import Any, cast
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-from bench.loadgen import DEFAULT_SPAN, LoadSpec, Wire, generate
+from bench.loadgen import DEFAULT_SPAN, LoadSpec, generate
+from bench.wire import Wire
 from schemas.event import Rejection, UsageEvent
 from schemas.serde import Decoder, frame, parsed_schema, schema_text
 from schemas.validation import TimeBounds, validate

@@ -8,6 +8,8 @@ verifier can compare ClickHouse against it without knowing how it was made.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,3 +57,12 @@ def write_manifest(manifest: Manifest, path: str | Path) -> None:
 
 def load_manifest(path: str | Path) -> Manifest:
     return Manifest.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+def totals_of(records: Iterable[Mapping[str, Any]]) -> tuple[Total, ...]:
+    """Quantities summed per customer, meter, model and dimension, in sorted order."""
+    totals: Counter[tuple[str, str, str, str]] = Counter()
+    for record in records:
+        for dimension, quantity in record["quantities"].items():
+            totals[record["customer_id"], record["meter"], record["model"], dimension] += quantity
+    return tuple(Total(*key, quantity) for key, quantity in sorted(totals.items()))

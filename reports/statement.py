@@ -33,167 +33,29 @@ from __future__ import annotations
 
 import csv
 import json
-import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import Decimal, localcontext
+from decimal import Decimal
 from typing import Any, TextIO
 
 from clickhouse_connect.driver.client import Client
 
 from metering.rating.books import Books
 from metering.rating.commitments import PeriodLine
-from metering.rating.contracts import Customer
 from metering.rating.engine import RatingEngine
-from metering.rating.lines import Fee
-from metering.rating.money import CONTEXT, ZERO, fmt, q18, to_cents
-from metering.rating.periods import overlap
-from metering.rating.recurring import Reading
-from metering.rating.tiers import PER_UNITS
+from metering.rating.money import fmt, to_cents
 from metering.rating.totals import Totals
-from reports.text_table import format_table
-from schemas.event import from_micros, to_micros
-
-_QUOTED_PER = {"llm.tokens": "million", "gpu.time": "hour", "api.call": "thousand"}
-"""The unit each meter's prices are quoted per in the shipped price book."""
-_MONTH = re.compile(r"\d{4}-\d{2}")
-_SIX_PLACES = Decimal("0.000001")
-
-_USAGE = (
-    "customer_id = %(customer)s AND NOT adjustment "
-    "AND period_start = fromUnixTimestamp64Micro(%(start)s, 'UTC')"
+from reports.statement_billing import (
+    billing_period,
+    known_customer,
+    line_items,
+    money_totals,
+    overages,
 )
-_MONEY = "count(), sum(amount), sum(discount), sum(credits_applied), sum(billable_amount)"
+from reports.statement_model import Adjustment, ChargeUse, Statement
+from reports.statement_queries import corrections, period_rows, readings
+from reports.text_table import format_table
+from schemas.event import to_micros
 
-
-@dataclass(frozen=True, slots=True)
-class DimensionUse:
-    dimension: str
-    quantity: int
-    amount: Decimal
-    per: str
-    """The unit the price is quoted per: a key of `metering.rating.tiers.PER_UNITS`."""
-
-    @property
-    def unit_price(self) -> Decimal | None:
-        """The average price per `per` units; None for no quantity."""
-        if not self.quantity:
-            return None
-        with localcontext(CONTEXT):
-            return q18(self.amount * PER_UNITS[self.per] / self.quantity)
-
-
-@dataclass(frozen=True, slots=True)
-class LineItem:
-    meter: str
-    model: str
-    mode: str
-    dimensions: tuple[DimensionUse, ...]
-    charge: Totals
-
-
-@dataclass(frozen=True, slots=True)
-class Overage:
-    meter: str
-    contract_version: str
-    included: Decimal
-    """The allowance, prorated to the share of the period this contract version covers."""
-    used: int
-    amount: Decimal
-
-    @property
-    def over(self) -> Decimal:
-        return max(ZERO, self.used - self.included)
-
-
-@dataclass(frozen=True, slots=True)
-class Adjustment:
-    """Late usage of an earlier period, billed on this statement."""
-
-    original_period_start: datetime
-    meter: str
-    model: str
-    charge: Totals
-
-
-@dataclass(frozen=True, slots=True)
-class ChargeUse:
-    """The part of a meter and model's usage amount from one kind of charge."""
-
-    meter: str
-    model: str
-    kind: str
-    amount: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class Correction:
-    event_id: str
-    corrects: str
-    meter: str
-    model: str
-    amount: Decimal
-    original_amount: Decimal | None
-    """None where the corrected row is not in the table."""
-
-
-@dataclass(frozen=True)
-class Statement:
-    customer_id: str
-    currency: str
-    period_start: datetime
-    period_end: datetime
-    lines: tuple[LineItem, ...]
-    overages: tuple[Overage, ...]
-    adjustments: tuple[Adjustment, ...]
-    fees: tuple[Fee, ...]
-    charges: tuple[ChargeUse, ...] = ()
-    corrections: tuple[Correction, ...] = ()
-    period_lines: tuple[PeriodLine, ...] = ()
-
-    @property
-    def usage(self) -> Totals:
-        return sum((line.charge for line in self.lines), Totals())
-
-    @property
-    def adjusted(self) -> Totals:
-        return sum((a.charge for a in self.adjustments), Totals())
-
-    @property
-    def base_fees(self) -> Decimal:
-        return sum((fee.amount for fee in self.fees), ZERO)
-
-    @property
-    def settled(self) -> Decimal:
-        return sum((line.amount for line in self.period_lines), ZERO)
-
-    @property
-    def total(self) -> Decimal:
-        """Exact: usage and late adjustments after discount and credits, plus base fees
-        and commitment lines."""
-        return self.usage.billable + self.adjusted.billable + self.base_fees + self.settled
-
-    @property
-    def total_due(self) -> Decimal:
-        return to_cents(self.total)
-
-
-def billing_period(books: Books, customer_id: str, period: str) -> tuple[datetime, datetime]:
-    """The customer's billing period [start, end) for `period`: YYYY-MM names the period
-    starting on that month's first day, an ISO date the period holding that day."""
-    customer = _customer(books, customer_id)
-    month = _MONTH.fullmatch(period) is not None
-    day = date.fromisoformat(f"{period}-01" if month else period)
-    at = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    start_us, end_us = customer.billing.period(to_micros(at))
-    start, end = from_micros(start_us), from_micros(end_us)
-    if month and start.date() != day:
-        raise ValueError(
-            f"{customer_id}'s billing periods do not start on {day}; the one holding it runs "
-            f"{start.date()} to {end.date()}: give a date in the period wanted"
-        )
-    return start, end
+_SIX_PLACES = Decimal("0.000001")
 
 
 def statement(client: Client, books: Books, customer: str, period: str) -> Statement:
@@ -201,146 +63,24 @@ def statement(client: Client, books: Books, customer: str, period: str) -> State
     start, end = billing_period(books, customer, period)
     start_us, end_us = to_micros(start), to_micros(end)
     params = {"customer": customer, "start": start_us, "end": end_us}
-    uses = client.query(
-        "SELECT meter, model, mode, contract_version, dimension, "
-        "sum(quantities[dimension]), sum(amounts[dimension]) FROM rated_usage "
-        f"ARRAY JOIN mapKeys(quantities) AS dimension WHERE {_USAGE} GROUP BY ALL ORDER BY ALL",
-        parameters=params,
-    ).result_rows
-    money = client.query(
-        f"SELECT meter, model, mode, {_MONEY} FROM rated_usage WHERE {_USAGE} "
-        "GROUP BY ALL ORDER BY ALL",
-        parameters=params,
-    ).result_rows
-    adjustments = client.query(
-        f"SELECT original_period_start, meter, model, {_MONEY} FROM late_adjustments "
-        "WHERE customer_id = %(customer)s "
-        "AND toUnixTimestamp64Micro(watermark) >= %(start)s "
-        "AND toUnixTimestamp64Micro(watermark) < %(end)s "
-        "AND toUnixTimestamp64Micro(original_period_start) < %(start)s "
-        "GROUP BY ALL ORDER BY ALL",
-        parameters=params,
-        tz_mode="aware",
-    ).result_rows
-    charges = client.query(
-        "SELECT meter, model, kind, sum(charges[kind]) FROM rated_usage "
-        f"ARRAY JOIN mapKeys(charges) AS kind WHERE {_USAGE} GROUP BY ALL ORDER BY ALL",
-        parameters=params,
-    ).result_rows
-    by_version = client.query(
-        f"SELECT contract_version, {_MONEY} FROM rated_usage WHERE {_USAGE} GROUP BY ALL",
-        parameters=params,
-    ).result_rows
+    rows = period_rows(client, params)
     engine = RatingEngine(books)
-    usage = {row[0]: _charge(row[1:]) for row in by_version}
+    usage = {row[0]: money_totals(row[1:]) for row in rows.by_version}
     return Statement(
         customer,
         books.currency,
         start,
         end,
-        tuple(_lines(uses, money)),
-        tuple(_overages(_customer(books, customer), start_us, end_us, uses)),
-        tuple(Adjustment(row[0], row[1], row[2], _charge(row[3:])) for row in adjustments),
+        tuple(line_items(rows.uses, rows.money)),
+        tuple(overages(known_customer(books, customer), start_us, end_us, rows.uses)),
+        tuple(
+            Adjustment(row[0], row[1], row[2], money_totals(row[3:])) for row in rows.adjustments
+        ),
         tuple(engine.period_fees(customer, start)),
-        tuple(ChargeUse(*row) for row in charges),
-        tuple(_corrections(client, params)),
-        tuple(engine.close_period(customer, start, usage, _readings(client, engine, params))),
+        tuple(ChargeUse(*row) for row in rows.charges),
+        tuple(corrections(client, params)),
+        tuple(engine.close_period(customer, start, usage, readings(client, engine, params))),
     )
-
-
-def _readings(client: Client, engine: RatingEngine, params: dict[str, Any]) -> list[Reading]:
-    """The readings of recurring meters in the period, and the last of each before it."""
-    pairs = client.query(
-        "SELECT DISTINCT meter, model FROM rated_usage WHERE customer_id = %(customer)s "
-        "AND toUnixTimestamp64Micro(timestamp) < %(end)s",
-        parameters=params,
-    ).result_rows
-    levels = [(meter, model) for meter, model in pairs if engine.reads_level(meter, model)]
-    if not levels:
-        return []
-    columns = (
-        "SELECT toUnixTimestamp64Micro(timestamp), event_id, meter, model, mode, quantities "
-        "FROM rated_usage WHERE customer_id = %(customer)s AND corrects IS NULL "
-        "AND (meter, model) IN %(levels)s AND toUnixTimestamp64Micro(timestamp)"
-    )
-    where = {**params, "levels": levels}
-    inside = client.query(
-        f"{columns} >= %(start)s AND toUnixTimestamp64Micro(timestamp) < %(end)s",
-        parameters=where,
-    ).result_rows
-    before = client.query(
-        f"{columns} < %(start)s "
-        "ORDER BY timestamp DESC, event_id DESC LIMIT 1 BY meter, model, mode",
-        parameters=where,
-    ).result_rows
-    return [Reading(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in [*before, *inside]]
-
-
-def _corrections(client: Client, params: dict[str, Any]) -> Iterable[Correction]:
-    rows = client.query(
-        "SELECT event_id, corrects, meter, model, amount FROM rated_usage "
-        f"WHERE {_USAGE} AND corrects IS NOT NULL ORDER BY timestamp, event_id",
-        parameters=params,
-    ).result_rows
-    if not rows:
-        return
-    originals: dict[str, Decimal] = dict(
-        client.query(
-            "SELECT event_id, sum(amount) FROM rated_usage WHERE customer_id = %(customer)s "
-            "AND event_id IN %(ids)s GROUP BY event_id",
-            parameters={**params, "ids": sorted({row[1] for row in rows})},
-        ).result_rows  # type: ignore[arg-type]
-    )
-    for event_id, corrects, meter, model, amount in rows:
-        yield Correction(event_id, corrects, meter, model, amount, originals.get(corrects))
-
-
-def _customer(books: Books, customer_id: str) -> Customer:
-    customer = books.contracts.get(customer_id)
-    if customer is None:
-        raise ValueError(f"customer {customer_id!r} is not in the contracts catalogue")
-    return customer
-
-
-def _charge(row: Sequence[Any]) -> Totals:
-    return Totals(int(row[0]), *row[1:5])
-
-
-def _lines(uses: Sequence[Sequence[Any]], money: Sequence[Sequence[Any]]) -> Iterable[LineItem]:
-    """Dimensions summed over contract versions, under their meter, model and mode."""
-    for meter, model, mode, *sums in money:
-        per = _QUOTED_PER.get(meter, "unit")
-        by_dimension: dict[str, tuple[int, Decimal]] = {}
-        for u_meter, u_model, u_mode, _, dimension, quantity, amount in uses:
-            if (u_meter, u_model, u_mode) == (meter, model, mode):
-                q, a = by_dimension.get(dimension, (0, ZERO))
-                by_dimension[dimension] = (q + int(quantity), a + amount)
-        dimensions = tuple(DimensionUse(d, q, a, per) for d, (q, a) in sorted(by_dimension.items()))
-        yield LineItem(meter, model, mode, dimensions, _charge(sums))
-
-
-def _overages(
-    customer: Customer, start_us: int, end_us: int, uses: Sequence[Sequence[Any]]
-) -> Iterable[Overage]:
-    for version in customer.versions:
-        share = overlap(start_us, end_us, version.start_us, version.end_us)
-        if not share or version.id is None:
-            continue
-        for allowance in version.allowances:
-            pooled = [
-                (int(quantity), amount)
-                for meter, model, _, contract, dimension, quantity, amount in uses
-                if contract == version.id and allowance.pools(meter, model, dimension)
-            ]
-            with localcontext(CONTEXT):
-                included = q18(allowance.quantity * Decimal(share) / (end_us - start_us))
-            yield Overage(
-                allowance.meter,
-                version.id,
-                included,
-                sum(q for q, _ in pooled),
-                sum((a for _, a in pooled), ZERO),
-            )
 
 
 def render_text(s: Statement) -> str:

@@ -17,7 +17,9 @@ import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
 
-from bench.loadgen import LoadSpec, Wire, customer_ids, generate
+from bench.loadgen import LoadSpec, generate
+from bench.usage_mix import customer_ids
+from bench.wire import Wire
 from flows.decode import Shards
 from metering.dedupe import DedupeWindow
 from metering.outcomes import DeadLetter

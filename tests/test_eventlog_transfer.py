@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bench.loadgen import LoadSpec, live_start, run_loadgen, totals_of
+from bench.loadgen import LoadSpec, live_start, run_loadgen
+from bench.manifest import totals_of
 from commands.eventlogs import export_log, import_log
 from flows.settings import Settings
 from reports.event_logs import KafkaLog

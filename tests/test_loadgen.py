@@ -14,19 +14,11 @@ import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from bench.loadgen import (
-    MALFORMED_REASONS,
-    DeliveryError,
-    LoadSpec,
-    Send,
-    WireEncoders,
-    customer_ids,
-    generate,
-    live_start,
-    run_loadgen,
-    verdict,
-)
+from bench.loadgen import DeliveryError, LoadSpec, generate, live_start, run_loadgen, verdict
 from bench.manifest import Manifest, Total, load_manifest, write_manifest
+from bench.spoiling import MALFORMED_REASONS
+from bench.usage_mix import customer_ids
+from bench.wire import Send, WireEncoders
 from schemas.producer import UsageProducer
 from schemas.serde import Decoder, Encoder
 from schemas.validation import TimeBounds

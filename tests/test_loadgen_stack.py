@@ -13,8 +13,8 @@ import pytest
 from confluent_kafka import Consumer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bench.loadgen import LoadSpec, live_start, run_loadgen, totals_of, verdict
-from bench.manifest import load_manifest
+from bench.loadgen import LoadSpec, live_start, run_loadgen, verdict
+from bench.manifest import load_manifest, totals_of
 from schemas.producer import UsageProducer
 from schemas.serde import Decoder, Encoder
 from schemas.validation import TimeBounds, utc_now

@@ -18,7 +18,8 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from bench.loadgen import LoadSpec, Send, WireEncoders, generate, live_start
+from bench.loadgen import LoadSpec, generate, live_start
+from bench.wire import Send, WireEncoders
 from flows.decode import Shards, split_batch, usage_parser
 from flows.settings import Settings
 from metering.dedupe import DedupeWindow

@@ -14,18 +14,13 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from test_replay import run_live
 
-from bench.loadgen import LoadSpec, Send, Wire, generate
+from bench.loadgen import LoadSpec, generate
+from bench.wire import Send, Wire
 from metering.rating.books import Books, load_books
 from metering.rating.engine import RatingEngine
-from reports.statement import (
-    Statement,
-    billing_period,
-    render_text,
-    statement,
-    to_json,
-    write_csv,
-    write_json,
-)
+from reports.statement import render_text, statement, to_json, write_csv, write_json
+from reports.statement_billing import billing_period
+from reports.statement_model import Statement
 from schemas.validation import TimeBounds
 from sinks.clickhouse import connect
 from sinks.tables import LATE_ADJUSTMENTS, RATED_USAGE

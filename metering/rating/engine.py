@@ -15,12 +15,14 @@ from datetime import datetime
 from decimal import Decimal, localcontext
 
 from metering.rating.alerts import Alert
+from metering.rating.amounts import flat, tiered
 from metering.rating.books import Books
 from metering.rating.budgets import spend
-from metering.rating.charges import Charge, Matrix
+from metering.rating.charge_amounts import charge_amounts
 from metering.rating.closing import close_period, recurring_models
 from metering.rating.commitments import PeriodLine
 from metering.rating.contracts import ContractVersion, Customer
+from metering.rating.corrections import uncorrectable
 from metering.rating.credits import (
     CreditExpiry,
     CreditGrant,
@@ -31,17 +33,16 @@ from metering.rating.credits import (
     low_balance_alert,
 )
 from metering.rating.lines import Fee, RatedLine, RatingResult
-from metering.rating.money import CONTEXT, STEP, ZERO, fmt, q18, q18_down
-from metering.rating.periods import overlap
-from metering.rating.recurring import Reading, Recurring
+from metering.rating.money import CONTEXT, STEP, ZERO, q18
+from metering.rating.periods import Proration, overlap
+from metering.rating.recurring import Reading
 from metering.rating.resolve import Resolution, Resolver
-from metering.rating.state import Carried, CustomerState, Discount, Pool, RatingState, Tally
-from metering.rating.tiers import ONE, Schedule
+from metering.rating.state import CustomerState, Discount, RatingState, Tally
+from metering.rating.tiers import ONE
 from metering.rating.totals import Totals
 from schemas.event import Rejection, RejectReason, UsageEvent, from_micros, to_micros
 
 _NO_TIERS: tuple[str, ...] = ()
-_Members = list[tuple[str, int, Decimal]]
 
 
 class RatingEngine:
@@ -58,7 +59,7 @@ class RatingEngine:
         self._resolver = Resolver(books)
         self._recurring_models = recurring_models(books)
         self._periods: dict[str, tuple[int, int, datetime]] = {}
-        self._scales: dict[tuple[int, str], Decimal] = {}
+        self._proration = Proration()
 
     def rate_batch(self, state: RatingState, events: Sequence[UsageEvent]) -> RatingResult:
         """Rate events in order, updating `state`; the hot path of the dataflow."""
@@ -185,7 +186,7 @@ class RatingEngine:
         start, end, period_start = self._period(customer, ts_us)
         cs = state.customer(customer.id)
         if ev.corrects is not None:
-            problem = _uncorrectable(cs, res, start, ev, ev.corrects)
+            problem = uncorrectable(cs, res, start, ev, ev.corrects)
             if problem is not None:
                 return Rejection(
                     RejectReason.INVALID_CORRECTION, problem, ev.event_id, ev.customer_id
@@ -193,16 +194,18 @@ class RatingEngine:
             cs.corrected[start, ev.corrects] = ev.event_id
         charges: dict[str, Decimal] = {}
         if res.charge is not None:
-            carried = self._carried(cs, res, start, ev, res.charge, charges)
+            carried = charge_amounts(cs, res, start, ev, res.charge, charges)
             if isinstance(carried, str):
                 return Rejection(RejectReason.INVALID_FIELD, carried, ev.event_id, ev.customer_id)
             amounts, unit_prices, tiers = carried
         elif res.simple:
-            amounts = self._flat(cs, res.schedules, res.rid, start, ev)
+            amounts = flat(cs, res.schedules, res.rid, start, ev)
             unit_prices = {d: res.unit_prices.get(d, ZERO) for d in ev.quantities}
             tiers = _NO_TIERS
         else:
-            amounts, unit_prices, tiers = self._tiered(cs, res, terms, start, end, ev, charges)
+            amounts, unit_prices, tiers = tiered(
+                cs, res, terms, start, end, ev, charges, self._proration
+            )
         amount = sum(amounts.values(), ZERO)
         discount = self._discount(cs, res, terms, start, amount)
         revenue = amount - discount
@@ -250,140 +253,6 @@ class RatingEngine:
             charges,
             ev.corrects,
         )
-
-    def _carried(
-        self,
-        cs: CustomerState,
-        res: Resolution,
-        start: int,
-        ev: UsageEvent,
-        charge: Charge,
-        charges: dict[str, Decimal],
-    ) -> tuple[dict[str, Decimal], dict[str, Decimal], tuple[str, ...]] | str:
-        """A price on what the event carries; a string says why the event cannot be rated
-        (checked before any state changes)."""
-        if isinstance(charge, Recurring):
-            note = f"{charge.kind} {charge.aggregation}: settled at period close"
-            return dict.fromkeys(ev.quantities, ZERO), dict.fromkeys(ev.quantities, ZERO), (note,)
-        if isinstance(charge, Matrix):
-            picked = charge.pick(ev)
-            if isinstance(picked, str):
-                return picked
-            label, schedules = picked
-            amounts = self._flat(cs, schedules, f"{res.rid}|{label}", start, ev)
-            unit_prices = {
-                d: ZERO if (s := schedules.get(d)) is None else q18(s.rates[0] / s.per)
-                for d in ev.quantities
-            }
-            return amounts, unit_prices, (f"matrix {label}",)
-        value = charge.amount.read(ev)
-        if isinstance(value, str):
-            return value
-        tally = cs.carried.get((start, res.rid))
-        if tally is None:
-            tally = cs.carried[start, res.rid] = Carried()
-        parts = charge.charge(tally, value)
-        charges.update((kind, part) for kind, part in parts.items() if part)
-        on = charge.amount.dimension or min(ev.quantities)
-        amounts = dict.fromkeys(ev.quantities, ZERO)
-        amounts[on] = sum(parts.values(), ZERO)
-        return amounts, dict.fromkeys(ev.quantities, ZERO), (f"{charge.kind} of {fmt(value)}",)
-
-    def _flat(
-        self,
-        cs: CustomerState,
-        schedules: Mapping[str, Schedule],
-        rid: str,
-        start: int,
-        ev: UsageEvent,
-    ) -> dict[str, Decimal]:
-        usage = cs.usage
-        amounts = {}
-        for dim, q in ev.quantities.items():
-            key = (start, rid, dim)
-            tally = usage.get(key)
-            if tally is None:
-                tally = usage[key] = Tally()
-            after = tally.quantity + q
-            schedule = schedules.get(dim)
-            new = (
-                ZERO
-                if schedule is None
-                else (after * schedule.rates[0] / schedule.per).quantize(STEP)
-            )
-            amounts[dim] = new - tally.amount
-            tally.quantity, tally.amount = after, new
-        return amounts
-
-    def _tiered(
-        self,
-        cs: CustomerState,
-        res: Resolution,
-        terms: ContractVersion,
-        start: int,
-        end: int,
-        ev: UsageEvent,
-        charges: dict[str, Decimal],
-    ) -> tuple[dict[str, Decimal], dict[str, Decimal], tuple[str, ...]]:
-        scale = self._scale(start, end, res.rid, res.start_us, res.end_us)
-        amounts: dict[str, Decimal] = {}
-        unit_prices: dict[str, Decimal] = {}
-        tiers: list[str] = []
-        pooled: dict[int, _Members] = {}
-        for dim, q in ev.quantities.items():
-            tally = cs.usage.get((start, res.rid, dim))
-            if tally is None:
-                tally = cs.usage[start, res.rid, dim] = Tally()
-            before, after = tally.quantity, tally.quantity + q
-            schedule = res.schedules.get(dim)
-            if schedule is None:
-                new, unit_prices[dim] = ZERO, ZERO
-            else:
-                new = q18(schedule.price(after, scale))
-                unit_prices[dim] = schedule.unit_price(after, scale)
-                tiers += schedule.describe(dim, before, after, scale)
-                if schedule.packaged or any(schedule.fees):
-                    _breakdown(charges, schedule, before, after, scale)
-            gross = new - tally.amount
-            tally.quantity, tally.amount = after, new
-            pool = res.pools.get(dim)
-            if pool is None:
-                amounts[dim] = gross
-            else:
-                pooled.setdefault(pool, []).append((dim, q, gross))
-        for index, members in pooled.items():
-            amounts |= self._allowance(cs, terms, index, start, end, members, tiers)
-        return {d: amounts[d] for d in ev.quantities}, unit_prices, tuple(tiers)
-
-    def _allowance(
-        self,
-        cs: CustomerState,
-        terms: ContractVersion,
-        index: int,
-        start: int,
-        end: int,
-        members: _Members,
-        tiers: list[str],
-    ) -> dict[str, Decimal]:
-        """Billable share (used - included) / used of the pool's gross amount, telescoped."""
-        allowance = terms.allowances[index]
-        key = (start, terms.id or "", index)
-        pool = cs.pools.get(key)
-        if pool is None:
-            pool = cs.pools[key] = Pool()
-        pool.quantity += sum(q for _, q, _ in members)
-        pool.gross += sum((g for _, _, g in members), ZERO)
-        scale = self._scale(start, end, f"terms:{terms.id}", terms.start_us, terms.end_us)
-        included = allowance.quantity * scale
-        over = pool.quantity - included
-        share = over / pool.quantity if over > 0 else ZERO
-        new = q18(over * pool.gross / pool.quantity) if over > 0 else ZERO
-        delta, pool.amount = new - pool.amount, new
-        tiers.append(
-            f"{allowance.meter} included {fmt(included)}: {pool.quantity} used in period, "
-            f"billable share {fmt(q18(share))}"
-        )
-        return _split(delta, members)
 
     def _discount(
         self,
@@ -436,71 +305,6 @@ class RatingEngine:
             start, end = customer.billing.period(ts_us)
             cached = self._periods[customer.id] = (start, end, from_micros(start))
         return cached
-
-    def _scale(self, start: int, end: int, key: str, seg_start: int, seg_end: int) -> Decimal:
-        """The share of the period [start, end) that a segment covers, for proration."""
-        if seg_start <= start and seg_end >= end:
-            return ONE
-        scale = self._scales.get((start, key))
-        if scale is None:
-            scale = self._scales[start, key] = Decimal(overlap(start, end, seg_start, seg_end)) / (
-                end - start
-            )
-        return scale
-
-
-def _uncorrectable(
-    cs: CustomerState, res: Resolution, start: int, ev: UsageEvent, original: str
-) -> str | None:
-    """Why a correction cannot apply: a second correction of the same event, a charge
-    per transaction, or a dimension's period total that would fall below zero."""
-    if (done := cs.corrected.get((start, original))) is not None:
-        return f"event {original!r} was already corrected by {done!r} in this period"
-    rid = res.rid
-    if isinstance(res.charge, Matrix):
-        picked = res.charge.pick(ev)
-        if isinstance(picked, str):
-            return picked
-        rid = f"{rid}|{picked[0]}"
-    elif isinstance(res.charge, Recurring):
-        return "a recurring meter reports levels: send a new reading instead of a correction"
-    elif res.charge is not None:
-        return f"a {res.charge.kind} charge is per transaction: it cannot be corrected by quantity"
-    for dim, q in ev.quantities.items():
-        tally = cs.usage.get((start, rid, dim))
-        rated = 0 if tally is None else tally.quantity
-        if rated + q < 0:
-            return f"it would take {dim} of the period below zero ({rated} rated, correction {q})"
-    return None
-
-
-def _breakdown(
-    charges: dict[str, Decimal], schedule: Schedule, before: int, after: int, scale: Decimal
-) -> None:
-    """Band fees and package charges of the units (before, after], telescoped like amounts."""
-    units_before, fees_before = schedule.split(before, scale)
-    units_after, fees_after = schedule.split(after, scale)
-    parts = {"band_fee": q18(fees_after) - q18(fees_before)}
-    if schedule.packaged:
-        parts["package"] = q18(units_after) - q18(units_before)
-    for kind, part in parts.items():
-        if part:
-            charges[kind] = charges.get(kind, ZERO) + part
-
-
-def _split(delta: Decimal, members: _Members) -> dict[str, Decimal]:
-    """Share a pool's amount among the event's dimensions by their gross amounts (by
-    quantity where those are not all positive), rounding down; the last takes the rest."""
-    weights = [g for _, _, g in members]
-    if min(weights) < 0 or not sum(weights):
-        weights = [Decimal(q) for _, q, _ in members]
-    total = sum(weights, ZERO)
-    out, left = {}, delta
-    for (dim, _, _), weight in zip(members[:-1], weights, strict=False):
-        share = q18_down(delta * weight / total) if total else ZERO
-        out[dim], left = share, left - share
-    out[members[-1][0]] = left
-    return out
 
 
 def _unknown_customer(customer_id: str, event_id: str) -> Rejection:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
+from metering.rating.tiers import ONE
 from schemas.event import from_micros, to_micros
 
 CALENDAR_ANCHOR = date(2000, 1, 1)
@@ -39,3 +41,22 @@ MONTHLY = Billing(1)
 def overlap(start: int, end: int, other_start: int, other_end: int) -> int:
     """Length of the intersection of two half-open intervals (0 if disjoint)."""
     return max(0, min(end, other_end) - max(start, other_start))
+
+
+class Proration:
+    """Shares of billing periods that segments (price and contract versions) cover, cached
+    per period and segment: the same share serves every event of the period."""
+
+    def __init__(self) -> None:
+        self._scales: dict[tuple[int, str], Decimal] = {}
+
+    def scale(self, start: int, end: int, key: str, seg_start: int, seg_end: int) -> Decimal:
+        """The share of the period [start, end) that a segment covers, for proration."""
+        if seg_start <= start and seg_end >= end:
+            return ONE
+        scale = self._scales.get((start, key))
+        if scale is None:
+            scale = self._scales[start, key] = Decimal(overlap(start, end, seg_start, seg_end)) / (
+                end - start
+            )
+        return scale

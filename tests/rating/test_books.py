@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import CATALOGUE as LOADGEN_MODELS
+from bench.usage_mix import CATALOGUE as LOADGEN_MODELS
 from metering.rating.books import CATALOGUE, Books, load_books
 from metering.rating.engine import RatingEngine
 from metering.rating.loading import CatalogueError
