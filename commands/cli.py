@@ -109,7 +109,7 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_grant(args: argparse.Namespace, settings: Settings) -> int:
-    from commands.grants import describe, send_grants
+    from flows.grants import describe, send_grants
     from metering.rating.credits import CreditGrant
 
     grant = CreditGrant(
@@ -206,6 +206,13 @@ def cmd_statement(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         with args.json.open("w") as out:
             write_json(result, out)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from api.app import serve
+
+    serve(settings, args.host, args.port)
     return 0
 
 
@@ -341,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("usage", help="rated totals and exact money per customer, as JSON")
     p.set_defaults(func=cmd_usage)
+
+    p = sub.add_parser("serve", help="the HTTP API and the customer usage page")
+    p.add_argument("--host", help="address to listen on (default: METERFLOW_API_HOST)")
+    p.add_argument("--port", type=int, help="port (default: METERFLOW_API_PORT)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

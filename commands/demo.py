@@ -14,8 +14,8 @@ from decimal import Decimal
 
 from bench.loadgen import LoadSpec, live_start, run_loadgen
 from bench.manifest import Manifest
-from commands.grants import send_grants
 from flows import runner
+from flows.grants import send_grants
 from flows.producing import open_producer
 from flows.settings import Settings
 from infra import stack

@@ -17,6 +17,12 @@ def parse_line(line: str) -> dict[str, Any] | Rejection:
         record = json.loads(line)
     except ValueError as exc:
         return Rejection(RejectReason.MALFORMED_JSON, f"not valid JSON: {exc}")
+    return parse_record(record)
+
+
+def parse_record(record: Any) -> dict[str, Any] | Rejection:
+    """A decoded JSON value to a record ready for `schemas.validation.validate`: the
+    HTTP API's events arrive already decoded, in a batch."""
     if not isinstance(record, dict):
         return Rejection(RejectReason.MALFORMED_JSON, "a usage event must be a JSON object")
     stamp = record.get("timestamp")
