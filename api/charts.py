@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from html import escape
 
+from metering.rating.money import fmt
+
 WIDTH = 640
 BAR = 22
 GAP = 6
@@ -32,7 +34,7 @@ def bar_chart(chart: str, rows: Sequence[tuple[str, Decimal, str]], unit: str) -
         width = max(1.0, float(value / top) * span) if value else 0.0
         baseline = f"{y + BAR * 0.7:.1f}"
         bars.append(
-            f'<g class="bar" data-label="{escape(label)}" data-value="{escape(str(value))}">'
+            f'<g class="bar" data-label="{escape(label)}" data-value="{fmt(value)}">'
             f'<text x="{LABEL - 8}" y="{baseline}" text-anchor="end">{escape(label)}</text>'
             f'<rect x="{LABEL}" y="{y}" width="{width:.1f}" height="{BAR}" rx="3"></rect>'
             f'<text x="{LABEL + width + 6:.1f}" y="{baseline}">{escape(shown)}</text></g>'
@@ -49,9 +51,9 @@ def gauge(chart: str, value: Decimal, limit: Decimal | None, shown: str) -> str:
     """One bar of `value` against `limit` (full width); without a limit, the value alone."""
     share = 1.0 if not limit else min(1.0, float(value / limit))
     fill = "over" if limit is not None and value >= limit else "fill"
-    limit_text = "" if limit is None else escape(str(limit))
+    limit_text = "" if limit is None else fmt(limit)
     return (
-        f'<svg class="gauge" data-chart="{escape(chart)}" data-value="{escape(str(value))}" '
+        f'<svg class="gauge" data-chart="{escape(chart)}" data-value="{fmt(value)}" '
         f'data-limit="{limit_text}" viewBox="0 0 {WIDTH} 34" width="{WIDTH}" height="34" '
         f'role="img"><rect class="track" x="0" y="4" width="{WIDTH}" height="26" rx="4"></rect>'
         f'<rect class="{fill}" x="0" y="4" width="{share * WIDTH:.1f}" height="26" rx="4"></rect>'

@@ -19,7 +19,7 @@ from api.access import COOKIE, State, authenticate, presented_key, require_reade
 from api.charts import bar_chart, gauge
 from api.queries import balance_of, usage_json
 from api.state import ApiState
-from metering.rating.money import to_cents
+from metering.rating.money import fmt, to_cents
 from reports.statement import statement
 from schemas.validation import utc_now
 
@@ -59,7 +59,16 @@ def _render(state: ApiState, customer_id: str) -> str:
         latest = statement(client, state.books, customer_id, period)
     currency = standing.currency
     spend_text = f"{to_cents(standing.spent)} {currency}" + (
-        "" if standing.budget is None else f" of {to_cents(standing.budget)} {currency} budget"
+        " (no budget set)"
+        if standing.budget is None
+        else f" of {to_cents(standing.budget)} {currency} budget"
+        + (", hard cap" if standing.hard_cap else "")
+    )
+    refusal = standing.refusal
+    allowed = (
+        "Usage is allowed."
+        if refusal is None
+        else f"Usage is refused ({refusal.replace('_', ' ')})."
     )
     day_rows = [
         (w["window_start"][:10], Decimal(w["billable_amount"]), _cents(w["billable_amount"]))
@@ -77,6 +86,7 @@ def _render(state: ApiState, customer_id: str) -> str:
         f'<p class="muted">Billing period {standing.period_start:%Y-%m-%d} to '
         f"{standing.period_end:%Y-%m-%d} (UTC), in {escape(currency)}; figures as metered "
         f"up to {utc_now():%Y-%m-%d %H:%M:%S} UTC.</p>",
+        f'<p id="entitlement" data-reason="{refusal or ""}">{allowed}</p>',
         "<h2>Spend this period</h2>",
         gauge("spend", standing.spent, standing.budget, spend_text),
         "<h2>Daily spend</h2>",
@@ -98,10 +108,10 @@ def _render(state: ApiState, customer_id: str) -> str:
         _table(
             "statement",
             [
-                ("usage", str(latest.usage.amount)),
-                ("credits applied", str(latest.usage.credits)),
-                ("usage billable", str(latest.usage.billable)),
-                ("base fees", str(latest.base_fees)),
+                ("usage", fmt(latest.usage.amount)),
+                ("credits applied", fmt(latest.usage.credits)),
+                ("usage billable", fmt(latest.usage.billable)),
+                ("base fees", fmt(latest.base_fees)),
                 ("total due", str(latest.total_due)),
             ],
         ),

@@ -168,7 +168,11 @@ def _ingest(server: Server, now: datetime) -> dict[str, httpx.Response]:
             "capped": http.post("/v1/events", json=capped, headers=auth("cust-0008")),
             "credits": http.post(
                 "/v1/events",
-                json=event("c15-0", "cust-0015", "image.generation", "sdxl", {"images": 30}, at),
+                json=[
+                    event("c15-0", "cust-0015", "image.generation", "sdxl", {"images": 30}, at),
+                    event("c15-1", "cust-0015", "llm.tokens", "gpt-4o", tokens, at),
+                    event("c15-2", "cust-0015", "llm.tokens", "gpt-4o-mini", tokens, at),
+                ],
                 headers=auth("cust-0015"),
             ),
             "duplicate": http.post("/v1/events", json=cust1[0], headers=auth("cust-0001")),
