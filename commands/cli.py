@@ -247,6 +247,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.faults:
         return bench_faults(settings, args.count or 200_000, args.kills)
+    if args.api:
+        from bench.api import bench_api
+
+        bench_api(settings, args.count or 20_000, args.rated_rows, args.checks)
+        return 0
     bench(settings, args.count or 100_000)
     return 0
 
@@ -317,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="throughput, latency and memory on the local stack")
     p.add_argument(
-        "--count", type=int, help="events: 100,000 in the throughput run, 200,000 with --faults"
+        "--count",
+        type=int,
+        help="events: 100,000 in the throughput run, 200,000 with --faults, 20,000 with --api",
     )
     p.add_argument(
         "--faults",
@@ -326,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--kills", type=int, default=20, help="with --faults: kills per run")
     p.add_argument("--soak", action="store_true", help="the shard state at a full dedupe window")
+    p.add_argument(
+        "--api",
+        action="store_true",
+        help="ingest over HTTP against the producer; entitlement latency on many rated rows",
+    )
+    p.add_argument(
+        "--rated-rows", type=int, default=10_000_000, help="with --api: rows for the latency"
+    )
+    p.add_argument("--checks", type=int, default=2_000, help="with --api: requests per query")
     p.add_argument(
         "--held-ids", type=int, default=20_000_000, help="with --soak: ids in the full window"
     )

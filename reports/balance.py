@@ -1,11 +1,12 @@
 """A customer's standing now: spend this period against budget, prepaid credits left, the
 state of every alert, and whether a gateway should let it keep going.
 
-Everything is read from what the flow writes, in one round trip over small tables:
-this period's spend from the `spend_minute` roll-up (one row per minute of usage at
-most), grants and lapses from `credit_grants` and `credit_expiries`, and alerts from
-`alerts`, all keyed by customer first. So the answer costs the same on ten rows or ten
-million, and is as fresh as the flow's produce-to-queryable latency.
+Everything is read from what the flow writes, in two round trips over small tables:
+spend and credits drawn from the `spend_period` roll-up (a row per customer and billing
+period, `sinks/migrations/011_spend_period.sql`), grants and lapses from `credit_grants`
+and `credit_expiries`, and alerts from `alerts`, all keyed by customer first. So the
+answer costs the same on ten rows or ten million, and is as fresh as the flow's
+produce-to-queryable latency.
 
 The flow decides; this only reads its decisions. A hard cap is reached when the flow
 wrote the period's `budget_hard_cap` alert (spend >= limit on a hard-capped budget,
@@ -34,11 +35,9 @@ CREDITS_EXHAUSTED = "credits_exhausted"
 
 _FIGURES = """
 SELECT
-    (SELECT sum(billable_amount) FROM spend_minute WHERE customer_id = %(c)s
-        AND minute >= fromUnixTimestamp64Micro(%(start)s, 'UTC')
-        AND minute < fromUnixTimestamp64Micro(%(end)s, 'UTC')
+    (SELECT sum(billable_amount) FROM spend_period WHERE customer_id = %(c)s
         AND period_start = fromUnixTimestamp64Micro(%(start)s, 'UTC')) AS spent,
-    (SELECT sum(credits_applied) FROM spend_minute WHERE customer_id = %(c)s) AS used,
+    (SELECT sum(credits_applied) FROM spend_period WHERE customer_id = %(c)s) AS used,
     (SELECT sum(amount) FROM credit_grants WHERE customer_id = %(c)s) AS granted,
     (SELECT count() FROM credit_grants WHERE customer_id = %(c)s) AS grants,
     (SELECT sum(amount) FROM credit_expiries WHERE customer_id = %(c)s) AS expired
@@ -109,7 +108,7 @@ def balance(client: Client, books: Books, customer: Customer, now: datetime) -> 
     now_us = to_micros(now)
     start_us, end_us = customer.billing.period(now_us)
     terms = customer.terms_at(now_us)
-    params = {"c": customer.id, "start": start_us, "end": end_us}
+    params = {"c": customer.id, "start": start_us}
     figures = client.query(_FIGURES, parameters=params).first_item or {}
     fired = {
         (row[0], fmt(row[1]), row[4]): {"at": row[3].isoformat(), "value": fmt(row[2])}

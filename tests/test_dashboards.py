@@ -194,7 +194,14 @@ def write(client: Client, batches: list[SinkBatch]) -> None:
     part.close()
 
 
-ROLLUPS = ("usage_minute", "revenue_daily", "spend_minute", "alerts_minute", "outcomes_minute")
+ROLLUPS = (
+    "usage_minute",
+    "revenue_daily",
+    "spend_minute",
+    "spend_period",
+    "alerts_minute",
+    "outcomes_minute",
+)
 
 
 @pytest.fixture(scope="module")
@@ -331,6 +338,12 @@ GRAIN = {
         "SELECT customer_id, toStartOfMinute(timestamp), toDateTime(period_start, 'UTC'), "
         "count(), sum(amount - discount), sum(credits_applied), sum(billable_amount) "
         "FROM rated_usage GROUP BY ALL ORDER BY ALL",
+    ),
+    "spend_period": (
+        "SELECT customer_id, period_start, sum(events), sum(revenue), sum(credits_applied), "
+        "sum(billable_amount) FROM spend_period GROUP BY ALL ORDER BY ALL",
+        "SELECT customer_id, toDateTime(period_start, 'UTC'), count(), sum(amount - discount), "
+        "sum(credits_applied), sum(billable_amount) FROM rated_usage GROUP BY ALL ORDER BY ALL",
     ),
     "alerts_minute": (
         "SELECT customer_id, minute, kind, sum(alerts), max(threshold), max(value) "
