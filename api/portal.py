@@ -51,18 +51,19 @@ def portal(
 
 
 def _render(state: ApiState, customer_id: str) -> str:
-    standing = balance_of(state, customer_id)
+    account = balance_of(state, customer_id)
+    standing, budget = account.standing, account.budget
     daily = usage_json(state, customer_id, None, None, "day", ())
     models = usage_json(state, customer_id, None, None, "month", ("model",), meter="llm.tokens")
     period = state.current_period(state.customer(customer_id), utc_now())
     with state.clickhouse() as client:
         latest = statement(client, state.books, customer_id, period)
-    currency = standing.currency
+    currency = account.currency
     spend_text = f"{to_cents(standing.spent)} {currency}" + (
         " (no budget set)"
-        if standing.budget is None
-        else f" of {to_cents(standing.budget)} {currency} budget"
-        + (", hard cap" if standing.hard_cap else "")
+        if budget is None
+        else f" of {to_cents(budget.limit)} {currency} budget"
+        + (", hard cap" if budget.hard_cap else "")
     )
     refusal = standing.refusal
     allowed = (
@@ -79,16 +80,16 @@ def _render(state: ApiState, customer_id: str) -> str:
         for w in models["windows"]
         if (tokens := sum(w["quantities"].values()))
     ]
-    credits = standing.to_json()["credits"]
+    credits = account.to_json()["credits"]
     csv_link = f"/v1/customers/{customer_id}/statements/{period}?format=csv"
     sections = [
         f"<h1>Usage of {escape(customer_id)}</h1>",
-        f'<p class="muted">Billing period {standing.period_start:%Y-%m-%d} to '
-        f"{standing.period_end:%Y-%m-%d} (UTC), in {escape(currency)}; figures as metered "
+        f'<p class="muted">Billing period {account.period_start:%Y-%m-%d} to '
+        f"{account.period_end:%Y-%m-%d} (UTC), in {escape(currency)}; figures as metered "
         f"up to {utc_now():%Y-%m-%d %H:%M:%S} UTC.</p>",
         f'<p id="entitlement" data-reason="{refusal or ""}">{allowed}</p>',
         "<h2>Spend this period</h2>",
-        gauge("spend", standing.spent, standing.budget, spend_text),
+        gauge("spend", standing.spent, None if budget is None else budget.limit, spend_text),
         "<h2>Daily spend</h2>",
         bar_chart("daily-spend", day_rows, currency),
         "<h2>Tokens by model</h2>",

@@ -19,7 +19,8 @@ from api.access import Caller, State, require_operator, require_reader
 from api.state import ApiState
 from flows.grants import grant_record, send_grants
 from metering.rating.credits import parse_grant
-from reports.balance import Balance, balance
+from metering.rating.money import fmt
+from reports.balance import Balance, balance, standing
 from reports.statement import statement, to_json, write_csv
 from reports.windows import UsageQuery, totals, usage_windows
 from schemas.event import Rejection, from_micros, to_micros
@@ -116,17 +117,21 @@ def get_balance(customer_id: str, key: Caller, state: State) -> dict[str, Any]:
 
 @router.get("/entitlement", responses={402: {"description": "hard cap or credits exhausted"}})
 def get_entitlement(customer_id: str, key: Caller, state: State) -> JSONResponse:
-    """200 `allowed: true`, or 402 with the reason a gateway passes on."""
+    """200 `allowed: true`, or 402 with the reason a gateway passes on (`hard_cap_reached`,
+    `credits_exhausted`): one read of the customer's row of `customer_balances`."""
     require_reader(key, customer_id)
-    standing = balance_of(state, customer_id)
-    refusal = standing.refusal
+    customer = state.customer(customer_id)
+    with state.clickhouse() as client:
+        now = standing(client, state.books, customer, utc_now())
+    refusal = now.refusal
+    budget = customer.terms_at(to_micros(utc_now())).budget
     body = {
         "customer_id": customer_id,
         "allowed": refusal is None,
         "reason": refusal,
-        "spent": str(standing.spent),
-        "budget": None if standing.budget is None else str(standing.budget),
-        "credits_remaining": str(standing.remaining),
+        "spent": fmt(now.spent),
+        "budget": None if budget is None else fmt(budget.limit),
+        "credits_remaining": fmt(now.remaining),
     }
     return JSONResponse(body, status_code=200 if refusal is None else 402)
 

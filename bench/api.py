@@ -36,7 +36,7 @@ from flows.producing import open_producer
 from flows.settings import Settings
 from infra import stack
 from metering.rating.books import load_books
-from reports.balance import balance
+from reports.balance import balance, standing
 from schemas.jsonform import dump_line
 from sinks.clickhouse import connect
 
@@ -75,14 +75,15 @@ def bench_api(settings: Settings, events: int, rated_rows: int, checks: int) -> 
             _figure(f"api.{name}.p50_ms", _percentile(latencies, 50))
             _figure(f"api.{name}.p99_ms", _percentile(latencies, 99))
         books = load_books(settings.prices_file, settings.contracts_file, settings.costs_file)
-        reads = []
-        for i in range(checks):
-            customer = books.contracts.customers[CUSTOMERS[i % len(CUSTOMERS)]]
-            started = time.perf_counter()
-            balance(client, books, customer, datetime.now(UTC))
-            reads.append(1000 * (time.perf_counter() - started))
-        _figure("read.balance.p50_ms", _percentile(reads, 50))
-        _figure("read.balance.p99_ms", _percentile(reads, 99))
+        for name, read in (("entitlement", standing), ("balance", balance)):
+            reads = []
+            for i in range(checks):
+                customer = books.contracts.customers[CUSTOMERS[i % len(CUSTOMERS)]]
+                started = time.perf_counter()
+                read(client, books, customer, datetime.now(UTC))
+                reads.append(1000 * (time.perf_counter() - started))
+            _figure(f"read.{name}.p50_ms", _percentile(reads, 50))
+            _figure(f"read.{name}.p99_ms", _percentile(reads, 99))
 
 
 def _event(i: int, prefix: str = "direct-") -> dict[str, Any]:

@@ -1,14 +1,13 @@
 """A customer's standing now: spend this period against budget, prepaid credits left, the
 state of every alert, and whether a gateway should let it keep going.
 
-Everything is read from what the flow writes, in two round trips over small tables:
-spend and credits drawn from the `spend_period` roll-up (a row per customer and billing
-period, `sinks/migrations/011_spend_period.sql`), grants and lapses from `credit_grants`
-and `credit_expiries`, and alerts from `alerts`, all keyed by customer first. So the
-answer costs the same on ten rows or ten million, and is as fresh as the flow's
-produce-to-queryable latency.
+Everything is read from what the flow writes. An entitlement check reads one customer's
+few rows of the `customer_balances` roll-up (spend and credits drawn per billing period,
+credits granted and lapsed, hard caps reached: `sinks/migrations/011_customer_balances.sql`),
+so it costs the same on ten rated rows or ten million; a balance also reads the
+customer's alerts. Both are as fresh as the flow's produce-to-queryable latency.
 
-The flow decides; this only reads its decisions. A hard cap is reached when the flow
+The flow decides; this only reads its decisions. A hard cap is reached once the flow
 wrote the period's `budget_hard_cap` alert (spend >= limit on a hard-capped budget,
 `metering.rating.budgets`). Credits are exhausted when a customer on a tier that sells
 credits (a prepaid plan) has nothing left of what it was granted: granted, less drawn
@@ -26,21 +25,21 @@ from clickhouse_connect.driver.client import Client
 
 from metering.rating.alerts import AlertKind
 from metering.rating.books import Books
-from metering.rating.contracts import Customer
+from metering.rating.contracts import BudgetTerms, Customer
 from metering.rating.money import ZERO, fmt
 from schemas.event import from_micros, to_micros
 
 HARD_CAP_REACHED = "hard_cap_reached"
 CREDITS_EXHAUSTED = "credits_exhausted"
 
-_FIGURES = """
+_STANDING = """
 SELECT
-    (SELECT sum(billable_amount) FROM spend_period WHERE customer_id = %(c)s
-        AND period_start = fromUnixTimestamp64Micro(%(start)s, 'UTC')) AS spent,
-    (SELECT sum(credits_applied) FROM spend_period WHERE customer_id = %(c)s) AS used,
-    (SELECT sum(amount) FROM credit_grants WHERE customer_id = %(c)s) AS granted,
-    (SELECT count() FROM credit_grants WHERE customer_id = %(c)s) AS grants,
-    (SELECT sum(amount) FROM credit_expiries WHERE customer_id = %(c)s) AS expired
+    sumIf(billable_amount, period_start = fromUnixTimestamp64Micro(%(start)s, 'UTC')) AS spent,
+    sum(credits_applied) AS used,
+    sum(granted) AS granted,
+    sum(expired) AS expired,
+    sumIf(hard_caps, period_start = fromUnixTimestamp64Micro(%(start)s, 'UTC')) AS hard_caps
+FROM customer_balances WHERE customer_id = %(c)s
 """
 _ALERTS = """
 SELECT kind, max(threshold), max(value), min(at), any(grant_id)
@@ -51,20 +50,17 @@ GROUP BY alert_id, kind ORDER BY min(at), kind
 
 
 @dataclass(frozen=True)
-class Balance:
-    customer_id: str
-    currency: str
-    period_start: datetime
-    period_end: datetime
+class Standing:
+    """What an entitlement check needs, from one read."""
+
     spent: Decimal
-    budget: Decimal | None
-    hard_cap: bool
-    prepaid: bool
-    grants: int
-    granted: Decimal
+    """Billable amount this period: what counts toward the budget."""
     used: Decimal
+    granted: Decimal
     expired: Decimal
-    alerts: list[dict[str, Any]]
+    hard_cap_reached: bool
+    prepaid: bool
+    """On a tier that sells credits: usage is paid from them, so none left means stop."""
 
     @property
     def remaining(self) -> Decimal:
@@ -73,13 +69,25 @@ class Balance:
     @property
     def refusal(self) -> str | None:
         """Why a gateway should refuse this customer now (HTTP 402), or None."""
-        if any(a["kind"] == AlertKind.BUDGET_HARD_CAP for a in self.alerts):
+        if self.hard_cap_reached:
             return HARD_CAP_REACHED
         if self.prepaid and self.remaining <= ZERO:
             return CREDITS_EXHAUSTED
         return None
 
+
+@dataclass(frozen=True)
+class Balance:
+    customer_id: str
+    currency: str
+    period_start: datetime
+    period_end: datetime
+    standing: Standing
+    budget: BudgetTerms | None
+    alerts: list[dict[str, Any]]
+
     def to_json(self) -> dict[str, Any]:
+        s, budget = self.standing, self.budget
         return {
             "customer_id": self.customer_id,
             "currency": self.currency,
@@ -87,34 +95,46 @@ class Balance:
             "period_start": self.period_start.isoformat(),
             "period_end": self.period_end.isoformat(),
             "spend": {
-                "billable_amount": fmt(self.spent),
-                "budget": None if self.budget is None else fmt(self.budget),
-                "hard_cap": self.hard_cap,
-                "remaining": None if self.budget is None else fmt(self.budget - self.spent),
+                "billable_amount": fmt(s.spent),
+                "budget": None if budget is None else fmt(budget.limit),
+                "hard_cap": budget is not None and budget.hard_cap,
+                "remaining": None if budget is None else fmt(budget.limit - s.spent),
             },
             "credits": {
-                "prepaid": self.prepaid,
-                "grants": self.grants,
-                "granted": fmt(self.granted),
-                "used": fmt(self.used),
-                "expired": fmt(self.expired),
-                "remaining": fmt(self.remaining),
+                "prepaid": s.prepaid,
+                "granted": fmt(s.granted),
+                "used": fmt(s.used),
+                "expired": fmt(s.expired),
+                "remaining": fmt(s.remaining),
             },
             "alerts": self.alerts,
         }
 
 
+def standing(client: Client, books: Books, customer: Customer, now: datetime) -> Standing:
+    now_us = to_micros(now)
+    start_us, _ = customer.billing.period(now_us)
+    row = client.query(_STANDING, parameters={"c": customer.id, "start": start_us}).first_item
+    row = row or {}
+    return Standing(
+        spent=_money(row.get("spent")),
+        used=_money(row.get("used")),
+        granted=_money(row.get("granted")),
+        expired=_money(row.get("expired")),
+        hard_cap_reached=bool(row.get("hard_caps")),
+        prepaid=books.prices.credit_values.get(customer.terms_at(now_us).tier) is not None,
+    )
+
+
 def balance(client: Client, books: Books, customer: Customer, now: datetime) -> Balance:
     now_us = to_micros(now)
     start_us, end_us = customer.billing.period(now_us)
-    terms = customer.terms_at(now_us)
     params = {"c": customer.id, "start": start_us}
-    figures = client.query(_FIGURES, parameters=params).first_item or {}
     fired = {
         (row[0], fmt(row[1]), row[4]): {"at": row[3].isoformat(), "value": fmt(row[2])}
         for row in client.query(_ALERTS, parameters=params, tz_mode="aware").result_rows
     }
-    budget = terms.budget
+    budget = customer.terms_at(now_us).budget
     configured: list[tuple[str, str, str | None]] = []
     if budget is not None:
         soft = AlertKind.BUDGET_SOFT.value
@@ -132,14 +152,8 @@ def balance(client: Client, books: Books, customer: Customer, now: datetime) -> 
         currency=books.currency,
         period_start=from_micros(start_us),
         period_end=from_micros(end_us),
-        spent=_money(figures["spent"]),
-        budget=None if budget is None else budget.limit,
-        hard_cap=budget is not None and budget.hard_cap,
-        prepaid=books.prices.credit_values.get(terms.tier) is not None,
-        grants=int(figures["grants"]),
-        granted=_money(figures["granted"]),
-        used=_money(figures["used"]),
-        expired=_money(figures["expired"]),
+        standing=standing(client, books, customer, now),
+        budget=budget,
         alerts=alerts,
     )
 

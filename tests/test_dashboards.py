@@ -198,7 +198,7 @@ ROLLUPS = (
     "usage_minute",
     "revenue_daily",
     "spend_minute",
-    "spend_period",
+    "customer_balances",
     "alerts_minute",
     "outcomes_minute",
 )
@@ -339,9 +339,10 @@ GRAIN = {
         "count(), sum(amount - discount), sum(credits_applied), sum(billable_amount) "
         "FROM rated_usage GROUP BY ALL ORDER BY ALL",
     ),
-    "spend_period": (
+    "customer_balances": (
         "SELECT customer_id, period_start, sum(events), sum(revenue), sum(credits_applied), "
-        "sum(billable_amount) FROM spend_period GROUP BY ALL ORDER BY ALL",
+        "sum(billable_amount) FROM customer_balances GROUP BY ALL HAVING sum(events) > 0 "
+        "ORDER BY ALL",
         "SELECT customer_id, toDateTime(period_start, 'UTC'), count(), sum(amount - discount), "
         "sum(credits_applied), sum(billable_amount) FROM rated_usage GROUP BY ALL ORDER BY ALL",
     ),

@@ -110,7 +110,6 @@ def test_balance_is_this_periods_spend_and_the_credits_left(
     used = Decimal(world.usage["money"]["cust-0015"]["credits_applied"])
     assert credits["credits"] | {"used": Decimal(credits["credits"]["used"])} == {
         "prepaid": True,
-        "grants": 1,
         "granted": "1",
         "used": used,
         "expired": "0",
