@@ -40,10 +40,15 @@ def create_app(settings: Settings, keys: list[ApiKey] | None = None) -> FastAPI:
     return app
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+def serve(
+    settings: Settings,
+    host: str | None = None,
+    port: int | None = None,
+    keys: list[ApiKey] | None = None,
+) -> None:
     """Blocks serving the API until interrupted."""
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, keys),
         host=host or settings.api_host,
         port=port or settings.api_port,
         log_level="warning",

@@ -1,9 +1,10 @@
 """`meterflow bench --api`: the HTTP API on loopback against the direct producer, and
 entitlement latency on a database of ten million rated rows.
 
-Bounded and local: a fixed number of requests from a few client threads to a uvicorn
-server this process starts on 127.0.0.1, against the local stack. Prints `name value`
-lines:
+Bounded and local: a fixed number of requests from a few client threads to API servers
+this command starts on 127.0.0.1 (`meterflow serve` in a process of its own for ingest,
+one in this process for the reads, which holds the filled chDB), on the local stack.
+Prints `name value` lines:
 
 - ingest events/s through `POST /v1/events` in batches of 100 and of 1,000 (every event
   acknowledged by Kafka before its answer), and each as a ratio of the rate of the
@@ -17,8 +18,12 @@ lines:
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,11 +65,12 @@ def bench_api(settings: Settings, events: int, rated_rows: int, checks: int) -> 
     _figure("producer.events_per_second", direct)
 
     key = secrets.token_urlsafe(24)
-    with _server(settings, key) as url:
+    with _serve_process(settings, key) as url:
         for size in (100, 1000):
             rate = _ingest_rate(url, key, records, size, f"b{size}-")
             _figure(f"api.ingest_batch_{size}.events_per_second", rate)
             _figure(f"api.ingest_batch_{size}.ratio_to_producer", rate / direct)
+    with _server(settings, key) as url:
         client = connect(settings.clickhouse_dsn, settings.clickhouse_database)
         fill_seconds = _fill(client, rated_rows)
         rows = int(client.query("SELECT count() FROM rated_usage").result_rows[0][0])
@@ -104,9 +110,43 @@ def _event(i: int, prefix: str = "direct-") -> dict[str, Any]:
 
 
 @contextmanager
+def _serve_process(settings: Settings, key: str) -> Iterator[str]:
+    """`meterflow serve` in a process of its own, as deployed, so the clients here do not
+    share its interpreter; it opens no database to take events."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = os.environ | {
+        "METERFLOW_API_KEYS": f"{key}={OPERATOR}",
+        "METERFLOW_API_RATE_LIMIT": "1000000",
+        "METERFLOW_USAGE_TOPIC": settings.usage_topic,
+        "METERFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "METERFLOW_REGISTRY_URL": settings.registry_url,
+    }
+    command = [sys.executable, "-m", "commands.cli", "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/openapi.json", timeout=2).raise_for_status()
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("meterflow serve did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@contextmanager
 def _server(settings: Settings, key: str) -> Iterator[str]:
-    """uvicorn on a free loopback port in a thread of this process (chDB is per process)."""
-    app = create_app(settings, [ApiKey(key, OPERATOR)])
+    """uvicorn on a free loopback port in a thread of this process, which holds the chDB
+    database it filled (chDB is one process per data path)."""
+    app = create_app(settings.model_copy(update={"api_rate_limit": 1e6}), [ApiKey(key, OPERATOR)])
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from commands.demo import demo
 
-    return demo(settings, args.count, args.seed)
+    return demo(settings, args.count, args.seed, args.serve)
 
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
@@ -357,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="stack up, seeded load, flow to the end, checks, money")
     p.add_argument("--count", type=int, default=20_000, help="unique events to send")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--serve", action="store_true", help="then serve the API and usage page on the results"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("reconcile", help="prove every consumed offset has exactly one outcome")
