@@ -1,5 +1,6 @@
-"""Who is calling: the key from `Authorization: Bearer`, `X-API-Key` or the portal's
-cookie; 401 without a valid one, 429 past its rate, 403 for another customer's data."""
+"""Who is calling: the key from `Authorization: Bearer`, `X-API-Key` or, for reads only
+(no cross-site writes with a browser's cookie), the portal's cookie; 401 without a valid
+one, 429 past its rate, 403 for another customer's data."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def presented_key(request: Request) -> str | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.headers.get("x-api-key") or request.cookies.get(COOKIE)
+    cookie = request.cookies.get(COOKIE) if request.method == "GET" else None
+    return request.headers.get("x-api-key") or cookie
 
 
 def authenticate(state: ApiState, presented: str | None) -> ApiKey:

@@ -76,6 +76,7 @@ def bench_api(settings: Settings, events: int, rated_rows: int, checks: int) -> 
         rows = int(client.query("SELECT count() FROM rated_usage").result_rows[0][0])
         _figure("rated_rows", rows)
         _figure("fill_seconds", fill_seconds)
+        _figure("merges_wait_seconds", _settle(client, settings.clickhouse_database))
         for name in ("entitlement", "balance"):
             latencies = _latencies(url, key, name, checks)
             _figure(f"api.{name}.p50_ms", _percentile(latencies, 50))
@@ -199,9 +200,24 @@ def _parallel(work: Callable[[list[bytes]], None], items: list[bytes]) -> float:
     return time.monotonic() - started
 
 
+def _settle(client: Any, database: str, limit: float = 300.0) -> float:
+    """Wait (at most `limit` seconds) for the merges the fill started: a steady state, not
+    the minutes after ten million rows arrived at once."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        query = f"SELECT count() FROM system.merges WHERE database = '{database}'"
+        if not client.query(query).result_rows[0][0]:
+            break
+        time.sleep(1)
+    return time.monotonic() - started
+
+
 def _latencies(url: str, key: str, name: str, count: int) -> list[float]:
+    """Milliseconds per request, after as many unmeasured requests as customers."""
     out = []
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
+        for customer in CUSTOMERS:
+            http.get(f"/v1/customers/{customer}/{name}")
         for i in range(count):
             started = time.perf_counter()
             answer = http.get(f"/v1/customers/{CUSTOMERS[i % len(CUSTOMERS)]}/{name}")

@@ -141,7 +141,15 @@ def _ingest(server: Server, now: datetime) -> dict[str, httpx.Response]:
     at = now - timedelta(seconds=30)
     tokens = {"input_tokens": 12_000, "cached_input_tokens": 3_000, "output_tokens": 2_500}
     cust1 = [
-        event(f"c1-{i}", "cust-0001", "llm.tokens", model, tokens, at - timedelta(minutes=i % 3))
+        event(
+            f"c1-{i}",
+            "cust-0001",
+            "llm.tokens",
+            model,
+            tokens,
+            at - timedelta(minutes=i % 3),
+            **({"feature": "chat", "project_id": "p1"} if i % 2 else {}),
+        )
         for i, model in enumerate(["gpt-4o", "gpt-4o-mini", "claude-sonnet-4"] * 4)
     ]
     invalid = [

@@ -89,6 +89,15 @@ def test_usage_per_model_and_day_adds_up_to_the_quantities_rated(
             got[name] = got.get(name, 0) + quantity
     want = {k: v for k, v in world.usage["quantities"].items() if k.startswith("cust-0001|")}
     assert got == want
+    by_feature = http.get(
+        "/v1/customers/cust-0001/usage",
+        params={"window": "minute", "group_by": "feature,project"},
+        headers=auth("cust-0001"),
+    ).json()
+    groups = {(w["feature"], w["project"]) for w in by_feature["windows"]}
+    assert groups == {("chat", "p1"), (None, None)}
+    assert by_feature["totals"] == answer["totals"]
+    assert answer["totals"]["events"] == 12
 
 
 def test_balance_is_this_periods_spend_and_the_credits_left(
