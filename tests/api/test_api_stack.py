@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -198,3 +200,35 @@ def test_503_with_retry_after_when_kafka_or_the_registry_is_down(world: World, d
     body = answer.json()
     assert (body["accepted"], body["unavailable"]) == (0, 5)
     assert {s["status"] for s in body["events"]} == {"unavailable"}
+
+
+def test_each_key_has_a_rate_limit(world: World) -> None:
+    server = start_server(world.env | {"METERFLOW_API_RATE_LIMIT": "1"})
+    try:
+        with server.client() as http:
+            codes = [
+                http.post("/v1/events", content=b"{", headers=auth("operator")).status_code
+                for _ in range(4)
+            ]
+            other = http.post("/v1/events", content=b"{", headers=auth("cust-0001"))
+            limited = http.post("/v1/events", content=b"{", headers=auth("operator"))
+    finally:
+        server.stop()
+    assert codes[:2] == [400, 400] and 429 in codes[2:]
+    assert other.status_code == 400, "another key has its own bucket"
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+
+
+def test_no_keys_is_one_clear_line(world: World) -> None:
+    env = {k: v for k, v in world.env.items() if not k.startswith("METERFLOW_API_KEYS")}
+    done = subprocess.run(
+        [sys.executable, "-m", "commands.cli", "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "meterflow serve: no API keys: set METERFLOW_API_KEYS or METERFLOW_API_KEYS_FILE"
+    )
