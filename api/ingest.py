@@ -52,22 +52,24 @@ async def ingest(request: Request, key: Caller, state: State) -> JSONResponse:
         if isinstance(outcome, Rejection):
             statuses.append(_rejected(index, outcome))
         else:
-            record = to_record(outcome)
-            statuses.append({"index": index, "event_id": outcome.event_id, "status": "accepted"})
-            records.append(record)
-    valid = [s for s in statuses if s["status"] == "accepted"]
+            statuses.append({"index": index, "event_id": outcome.event_id, "status": "sent"})
+            records.append(to_record(outcome))
+    sent = [s for s in statuses if s["status"] == "sent"]
     try:
         outcomes = await run_in_threadpool(state.sender.send, records) if records else []
     except Unavailable as exc:
         outcomes = [str(exc)] * len(records)
-    for status, failure in zip(valid, outcomes, strict=True):
-        if failure is not None:
-            status.update(status="unavailable", detail=failure)
+    for status, failure in zip(sent, outcomes, strict=True):
+        status.update(
+            {"status": "accepted"}
+            if failure is None
+            else {"status": "unavailable", "detail": failure}
+        )
     accepted = sum(1 for s in statuses if s["status"] == "accepted")
-    unavailable = len(valid) - accepted
+    unavailable = len(sent) - accepted
     body_out = {
         "accepted": accepted,
-        "rejected": len(statuses) - len(valid),
+        "rejected": len(statuses) - len(sent),
         "unavailable": unavailable,
         "events": statuses,
     }
