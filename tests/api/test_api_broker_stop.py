@@ -21,7 +21,8 @@ from schemas.serde import Decoder
 pytestmark = pytest.mark.stack
 
 PORT_BASE = int(os.environ.get("METERFLOW_TEST_PORT_BASE", "29000"))
-TOPIC = "api-broker-usage"
+TOPIC = f"api-broker-usage-{uuid.uuid4().hex[:8]}"
+"""A new topic each session: the broker keeps its data folder from run to run."""
 
 
 @pytest.fixture
