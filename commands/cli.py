@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from commands.demo import demo
 
-    return demo(settings, args.count, args.seed)
+    return demo(settings, args.count, args.seed, args.serve)
 
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
@@ -116,7 +116,7 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_grant(args: argparse.Namespace, settings: Settings) -> int:
-    from commands.grants import describe, send_grants
+    from flows.grants import describe, send_grants
     from metering.rating.credits import CreditGrant
 
     grant = CreditGrant(
@@ -240,6 +240,13 @@ def cmd_statement(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from api.app import serve
+
+    serve(settings, args.host, args.port)
+    return 0
+
+
 def add_book_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prices", type=Path, help="price book (default: settings)")
     parser.add_argument("--contracts", type=Path, help="contracts (default: settings)")
@@ -271,6 +278,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.faults:
         return bench_faults(settings, args.count or 200_000, args.kills)
+    if args.api:
+        from bench.api import bench_api
+
+        bench_api(settings, args.count or 20_000, args.rated_rows, args.checks)
+        return 0
     bench(settings, args.count or 100_000, args.processes)
     return 0
 
@@ -360,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="throughput, latency and memory on the local stack")
     p.add_argument(
-        "--count", type=int, help="events: 100,000 in the throughput run, 200,000 with --faults"
+        "--count",
+        type=int,
+        help="events: 100,000 in the throughput run, 200,000 with --faults, 20,000 with --api",
     )
     p.add_argument(
         "--faults",
@@ -376,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--soak", action="store_true", help="the shard state at a full dedupe window")
     p.add_argument(
+        "--api",
+        action="store_true",
+        help="ingest over HTTP against the producer; entitlement latency on many rated rows",
+    )
+    p.add_argument(
+        "--rated-rows", type=int, default=10_000_000, help="with --api: rows for the latency"
+    )
+    p.add_argument("--checks", type=int, default=2_000, help="with --api: requests per query")
+    p.add_argument(
         "--held-ids", type=int, default=20_000_000, help="with --soak: ids in the full window"
     )
     p.set_defaults(func=cmd_bench)
@@ -390,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="stack up, seeded load, flow to the end, checks, money")
     p.add_argument("--count", type=int, default=20_000, help="unique events to send")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--serve", action="store_true", help="then serve the API and usage page on the results"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("reconcile", help="prove every consumed offset has exactly one outcome")
@@ -397,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("usage", help="rated totals and exact money per customer, as JSON")
     p.set_defaults(func=cmd_usage)
+
+    p = sub.add_parser("serve", help="the HTTP API and the customer usage page")
+    p.add_argument("--host", help="address to listen on (default: METERFLOW_API_HOST)")
+    p.add_argument("--port", type=int, help="port (default: METERFLOW_API_PORT)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -8,14 +8,15 @@ manifest, every offset has one outcome, and per-customer money is printed.
 
 from __future__ import annotations
 
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from bench.loadgen import LoadSpec, live_start, run_loadgen
 from bench.manifest import Manifest
-from commands.grants import send_grants
 from flows import runner
+from flows.grants import send_grants
 from flows.producing import open_producer
 from flows.settings import Settings
 from infra import stack
@@ -30,11 +31,13 @@ from sinks.clickhouse import connect
 
 CENT = Decimal("0.01")
 GRANT = Decimal(500)
+SHOWN_CUSTOMER = "cust-0015"
+"""A credits-pack customer: its page shows every section."""
 CREDIT_CUSTOMERS = ("cust-0015", "cust-0016", "cust-0017", "cust-0018")
 """Customers on the example catalogue's credits-pack plan."""
 
 
-def demo(settings: Settings, count: int, seed: int) -> int:
+def demo(settings: Settings, count: int, seed: int, serve: bool = False) -> int:
     print(f"1. local stack (Kafka + schema registry) in {settings.home}")
     stack.up(settings.stack())
     settings = runner.fresh_run(settings, "demo")
@@ -77,7 +80,32 @@ def demo(settings: Settings, count: int, seed: int) -> int:
     print("6. money per customer (rounded to cents for display; stored exact)")
     _print_money(summary)
     replayed = _replay_check(settings)
-    return 0 if all(ok for _, ok in checks) and reconciliation.ok and replayed else 1
+    ok = all(ok for _, ok in checks) and reconciliation.ok and replayed
+    if serve:
+        serve_demo(settings, list(summary.money))
+    else:
+        print("   (meterflow demo --serve also starts the API and the usage page on these results)")
+    return 0 if ok else 1
+
+
+def serve_demo(settings: Settings, customers: list[str]) -> None:
+    """The API on the demo's results, with a key per demo customer written to a file."""
+    from api.app import serve
+    from api.auth import OPERATOR, ApiKey
+
+    keys = [ApiKey(secrets.token_urlsafe(24), scope) for scope in [OPERATOR, *customers]]
+    path = settings.home / "demo-api-keys"
+    path.write_text("".join(f"{k.secret}={k.scope}\n" for k in keys))
+    path.chmod(0o600)
+    customer = next((k for k in keys if k.scope == SHOWN_CUSTOMER), keys[-1])
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    print(f"9. the API on {base} (keys in {path}; Ctrl-C stops it)")
+    print(
+        f'   curl -H "Authorization: Bearer {customer.secret}" '
+        f"{base}/v1/customers/{customer.scope}/balance"
+    )
+    print(f"   usage page: {base}/portal?key={customer.secret}")
+    serve(settings, keys=keys)
 
 
 def _replay_check(settings: Settings) -> bool:

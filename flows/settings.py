@@ -84,6 +84,18 @@ class Settings(BaseSettings):
     sink_partitions: int = 0
     """Sink partitions; 0: one for chDB, one per worker of the cluster for a server."""
 
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_keys: str = ""
+    """`KEY=SCOPE` entries, comma- or newline-separated; SCOPE is `operator` or a customer id."""
+    api_keys_file: Path | None = None
+    """The same entries in a file, one a line, so keys stay out of the environment."""
+    api_rate_limit: float = 200.0
+    """Requests a second per key, with bursts of twice as many."""
+    api_body_limit: int = 4 * 1024 * 1024
+    api_produce_timeout: timedelta = timedelta(seconds=5)
+    """How long an ingest waits for Kafka's acknowledgements before answering 503."""
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -26,6 +26,13 @@ setup() {
   fi
 }
 
+debian_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -38,11 +45,11 @@ case "$cmd" in
     setup
     if ! command -v promtool >/dev/null 2>&1; then
       echo "meterflow: installing Debian's prometheus package for promtool (rule and config tests)"
-      if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
-      else
-        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
-      fi
+      debian_install prometheus
+    fi
+    if [ ! -x /usr/bin/chromium ]; then
+      echo "meterflow: installing Debian's chromium (the usage page test drives it headless)"
+      debian_install chromium
     fi
     cd "$ROOT"
     "$VENV/bin/ruff" check .

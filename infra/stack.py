@@ -53,6 +53,11 @@ def down(config: StackConfig) -> None:
     _script(config, "kafka", "stop")
 
 
+def broker(config: StackConfig, action: str) -> None:
+    """Start or stop the broker alone: how a test takes Kafka away from a running client."""
+    _script(config, "kafka", action)
+
+
 def status(config: StackConfig) -> bool:
     """Print each service's state; true when both are up."""
     results = [_script(config, name, "status", check=False) for name in ("kafka", "registry")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,12 @@ def parse_line(line: str) -> dict[str, Any] | Rejection:
         record = json.loads(line)
     except ValueError as exc:
         return Rejection(RejectReason.MALFORMED_JSON, f"not valid JSON: {exc}")
+    return parse_record(record)
+
+
+def parse_record(record: Any) -> dict[str, Any] | Rejection:
+    """A decoded JSON value to a record ready for `schemas.validation.validate`: the
+    HTTP API's events arrive already decoded, in a batch."""
     if not isinstance(record, dict):
         return Rejection(RejectReason.MALFORMED_JSON, "a usage event must be a JSON object")
     stamp = record.get("timestamp")
@@ -46,8 +52,11 @@ def line_problem(number: int, rejection: Rejection) -> str:
 
 
 def to_record(event: UsageEvent) -> dict[str, Any]:
-    """The event as a plain record, the shape the Avro encoder and JSON writer take."""
-    record = asdict(event)
+    """The event as a plain record, the shape the Avro encoder and JSON writer take.
+
+    Field by field, not `dataclasses.asdict`, whose deep copies were most of the cost of
+    an event taken over HTTP; the two maps are copied, the rest is immutable."""
+    record = {f.name: getattr(event, f.name) for f in fields(event)}
     record["quantities"] = dict(event.quantities)
     record["properties"] = dict(event.properties)
     return record

@@ -8,6 +8,7 @@ thread-of-control, and `close` flushes, so a caller knows exactly what landed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -17,6 +18,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from schemas.serde import Encoder
 
 log = logging.getLogger(__name__)
+
+OnDelivery = Callable[[KafkaError | None, Message], None]
 
 
 @dataclass
@@ -42,23 +45,35 @@ class UsageProducer:
             }
         )
 
-    def send(self, record: dict[str, Any]) -> None:
-        """Encode and queue one event record (the Avro/JSON shape of the contract)."""
-        self.send_raw(self.encoder.encode(record), record["customer_id"])
+    def send(self, record: dict[str, Any], on_delivery: OnDelivery | None = None) -> None:
+        """Encode and queue one event record (the Avro/JSON shape of the contract);
+        `on_delivery` also hears this record's acknowledgement or failure."""
+        self.send_raw(self.encoder.encode(record), record["customer_id"], on_delivery)
 
-    def send_raw(self, value: bytes, key: str | None) -> None:
+    def send_raw(
+        self, value: bytes, key: str | None, on_delivery: OnDelivery | None = None
+    ) -> None:
         """Queue bytes as they are: how tests and the load generator send malformed records."""
+        callback = self._on_delivery if on_delivery is None else self._also(on_delivery)
         while True:
             try:
                 self._producer.produce(
-                    self.topic,
-                    value=value,
-                    key=key.encode() if key else None,
-                    on_delivery=self._on_delivery,
+                    self.topic, value=value, key=key.encode() if key else None, on_delivery=callback
                 )
                 return
             except BufferError:
                 self._producer.poll(0.1)
+
+    def poll(self, timeout: float) -> None:
+        """Serve delivery callbacks: a long-lived sender calls it from a thread of its own."""
+        self._producer.poll(timeout)
+
+    def _also(self, on_delivery: OnDelivery) -> OnDelivery:
+        def both(err: KafkaError | None, msg: Message) -> None:
+            self._on_delivery(err, msg)
+            on_delivery(err, msg)
+
+        return both
 
     def flush(self, timeout: float = 60.0) -> DeliveryReport:
         remaining = self._producer.flush(timeout)

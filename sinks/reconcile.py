@@ -34,6 +34,7 @@ _VIEWS = {
     "usage_minute": ("sum(events)", "rated_usage", "count()"),
     "revenue_daily": ("sum(events)", "rated_usage", "count()"),
     "spend_minute": ("sum(events)", "rated_usage", "count()"),
+    "customer_balances": ("sum(events)", "rated_usage", "count()"),
     "alerts_minute": ("sum(alerts)", "alerts", "count()"),
     "outcomes_minute": (
         "sum(events)",

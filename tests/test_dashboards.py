@@ -199,7 +199,14 @@ def write(client: Client, batches: list[SinkBatch]) -> None:
     part.close()
 
 
-ROLLUPS = ("usage_minute", "revenue_daily", "spend_minute", "alerts_minute", "outcomes_minute")
+ROLLUPS = (
+    "usage_minute",
+    "revenue_daily",
+    "spend_minute",
+    "customer_balances",
+    "alerts_minute",
+    "outcomes_minute",
+)
 
 
 @pytest.fixture(scope="module")
@@ -336,6 +343,13 @@ GRAIN = {
         "SELECT customer_id, toStartOfMinute(timestamp), toDateTime(period_start, 'UTC'), "
         "count(), sum(amount - discount), sum(credits_applied), sum(billable_amount) "
         "FROM rated_usage GROUP BY ALL ORDER BY ALL",
+    ),
+    "customer_balances": (
+        "SELECT customer_id, period_start, sum(events), sum(revenue), sum(credits_applied), "
+        "sum(billable_amount) FROM customer_balances GROUP BY ALL HAVING sum(events) > 0 "
+        "ORDER BY ALL",
+        "SELECT customer_id, toDateTime(period_start, 'UTC'), count(), sum(amount - discount), "
+        "sum(credits_applied), sum(billable_amount) FROM rated_usage GROUP BY ALL ORDER BY ALL",
     ),
     "alerts_minute": (
         "SELECT customer_id, minute, kind, sum(alerts), max(threshold), max(value) "

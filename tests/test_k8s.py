@@ -15,6 +15,8 @@ import pytest
 import yaml
 from bytewax import run as bytewax_run
 
+from api.app import create_app
+from api.auth import ApiKey
 from flows import dataflow
 from flows.settings import Settings
 
@@ -38,6 +40,9 @@ POD = STATEFULSET["spec"]["template"]["spec"]
 [INIT] = POD["initContainers"]
 SETTINGS = DOCS["ConfigMap", "meterflow-settings"]["data"]
 POD_LABELS = STATEFULSET["spec"]["template"]["metadata"]["labels"]
+API_DEPLOYMENT = DOCS["Deployment", "meterflow-api"]
+API_POD = API_DEPLOYMENT["spec"]["template"]["spec"]
+[API] = API_POD["containers"]
 
 
 def env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -57,10 +62,12 @@ def test_every_file_is_listed_and_every_resource_named() -> None:
         ("ConfigMap", "meterflow-cluster"),
         ("Service", "meterflow"),
         ("StatefulSet", "meterflow"),
+        ("Deployment", "meterflow-api"),
+        ("Service", "meterflow-api"),
     }
 
 
-@pytest.mark.parametrize("container", [WORKER, INIT], ids=["worker", "init"])
+@pytest.mark.parametrize("container", [WORKER, INIT, API], ids=["worker", "init", "api"])
 def test_every_meterflow_variable_is_a_settings_field(container: dict[str, Any]) -> None:
     names = [n for n in env(container) if n.startswith("METERFLOW_")]
     assert names
@@ -81,9 +88,31 @@ def test_the_settings_parse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert settings.kafka_bootstrap == SETTINGS["METERFLOW_KAFKA_BOOTSTRAP"]
 
 
-def test_the_dsn_comes_from_a_secret() -> None:
-    dsn = env(WORKER)["METERFLOW_CLICKHOUSE_DSN"]
+@pytest.mark.parametrize("container", [WORKER, API], ids=["worker", "api"])
+def test_the_dsn_comes_from_a_secret(container: dict[str, Any]) -> None:
+    dsn = env(container)["METERFLOW_CLICKHOUSE_DSN"]
     assert dsn["valueFrom"]["secretKeyRef"] == {"name": "meterflow-clickhouse", "key": "dsn"}
+
+
+def test_the_api_serves_its_port_behind_its_service_with_keys_from_a_secret() -> None:
+    variables = {k: v["value"] for k, v in env(API).items() if "value" in v}
+    assert API["command"] == ["meterflow", "serve"]
+    [port] = API["ports"]
+    assert port["containerPort"] == int(variables["METERFLOW_API_PORT"])
+    assert variables["METERFLOW_API_HOST"] == "0.0.0.0"
+    service = DOCS["Service", "meterflow-api"]["spec"]
+    assert (
+        service["selector"].items()
+        <= API_DEPLOYMENT["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert [p["targetPort"] for p in service["ports"]] == [port["name"]]
+    keys = Path(variables["METERFLOW_API_KEYS_FILE"])
+    [mount] = [m for m in API["volumeMounts"] if Path(m["mountPath"]) == keys.parent]
+    [volume] = [v for v in API_POD["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "meterflow-api-keys"
+    app = create_app(Settings(), [ApiKey("k" * 32, "operator")])
+    paths = {getattr(route, "path", "") for route in app.routes}
+    assert API["readinessProbe"]["httpGet"]["path"] in paths
 
 
 def expand(value: str, variables: dict[str, str]) -> str:

@@ -1,4 +1,5 @@
-"""Prepaid credit grants onto their topic, as JSON keyed by customer (`meterflow grant`)."""
+"""Prepaid credit grants onto their topic, as JSON keyed by customer (`meterflow grant`, the
+API's grants endpoint and the demo)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,13 @@ def grant_record(grant: CreditGrant) -> dict[str, Any]:
 
 def send_grants(settings: Settings, grants: Iterable[CreditGrant]) -> int:
     """Send and wait for every acknowledgement; returns how many landed."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "message.timeout.ms": 30_000,
+        }
+    )
     failures: list[str] = []
     sent = 0
     for grant in grants:
@@ -37,7 +44,9 @@ def send_grants(settings: Settings, grants: Iterable[CreditGrant]) -> int:
             on_delivery=lambda err, _msg: failures.append(str(err)) if err else None,
         )
         sent += 1
-    producer.flush(30)
+    remaining = producer.flush(30)
+    if remaining:
+        failures.append(f"{remaining} not acknowledged within 30 s")
     if failures:
         raise RuntimeError(f"{len(failures)} grants not delivered: {failures[0]}")
     return sent
