@@ -6,6 +6,19 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def flow_env(base: Mapping[str, str], folder: Path) -> dict[str, str]:
+    """`base` with a chDB data path, a recovery store and a metrics port of its own."""
+    (port,) = _free_ports(1)
+    return {
+        **base,
+        "METERFLOW_CLICKHOUSE_DSN": f"chdb://{folder / 'chdb'}",
+        "METERFLOW_RECOVERY_DIR": str(folder / "recovery"),
+        "METERFLOW_METRICS_PORT": str(port),
+    }
 
 
 def run_processes(env: dict[str, str], processes: int, *args: str) -> list[int]:

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from bench.cluster import flow_env
 from flows.producing import open_producer
 from flows.settings import Settings
 from infra import stack
@@ -104,7 +104,7 @@ def run_faults(settings: Settings, spec: FaultSpec, workdir: Path) -> FaultRepor
         "METERFLOW_SNAPSHOT_SECONDS": "1",
         "METERFLOW_SINK_FLUSH_SECONDS": "0.3",
     }
-    crashed, steady = _env(base, workdir / "crashed"), _env(base, workdir / "steady")
+    crashed, steady = flow_env(base, workdir / "crashed"), flow_env(base, workdir / "steady")
     producer = _Traffic(settings, spec, usage_topic, grants_topic, customers)
     producer.start()
     kills = _kill_repeatedly(crashed, spec.kills, producer)
@@ -212,18 +212,6 @@ def _contracts_file(settings: Settings, customers: list[str], path: Path) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({"plans": shipped["plans"], "customers": listed}))
     return path
-
-
-def _env(base: dict[str, str], folder: Path) -> dict[str, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return {
-        **base,
-        "METERFLOW_CLICKHOUSE_DSN": f"chdb://{folder / 'chdb'}",
-        "METERFLOW_RECOVERY_DIR": str(folder / "recovery"),
-        "METERFLOW_METRICS_PORT": str(port),
-    }
 
 
 def _kill_repeatedly(env: dict[str, str], kills: int, traffic: threading.Thread) -> int:

@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from prometheus_client import REGISTRY
 
-from bench.cluster import run_processes
+from bench.cluster import flow_env, run_processes
 from bench.faults import FaultSpec, run_faults
 from bench.loadgen import LoadSpec, live_start, run_loadgen
 from flows import metrics, runner
@@ -105,14 +105,17 @@ def _scale_out(settings: Settings, events: int, processes: int) -> None:
     for count in (1, processes):
         folder = settings.home / f"bench-processes-{count}"
         shutil.rmtree(folder, ignore_errors=True)
-        env = {
-            **os.environ,
-            "METERFLOW_USAGE_TOPIC": settings.usage_topic,
-            "METERFLOW_CREDIT_GRANTS_TOPIC": settings.credit_grants_topic,
-            "METERFLOW_CLICKHOUSE_DSN": f"chdb://{folder / 'chdb'}",
-            "METERFLOW_RECOVERY_DIR": str(folder / "recovery"),
-            "METERFLOW_METRICS_PORT": str(settings.metrics_port + 10 * count),
-        }
+        env = flow_env(
+            {
+                **os.environ,
+                "METERFLOW_USAGE_TOPIC": settings.usage_topic,
+                "METERFLOW_CREDIT_GRANTS_TOPIC": settings.credit_grants_topic,
+                "METERFLOW_CATALOGUE_TOPIC": settings.catalogue_topic,
+                "METERFLOW_REDRIVE_TOPIC": settings.redrive_topic,
+                "METERFLOW_UNKNOWN_CUSTOMERS": settings.unknown_customers,
+            },
+            folder,
+        )
         started = time.monotonic()
         codes = run_processes(env, count, "--until-end")
         seconds = time.monotonic() - started
