@@ -11,7 +11,10 @@ replay brings their rows again, inserts each block once more with the same token
 ClickHouse skips a block it already has, in the table and, with
 `deduplicate_blocks_in_dependent_materialized_views`, in each view on its own, so a
 view that missed a block under a kill gets it then. Rows past the recorded blocks
-are new. Tables remember the tokens of their last 10,000 blocks
+are new. A snapshot does not wait for the inserts it started: it holds the rows of
+every flush still in flight (as Arrow IPC), and a resume inserts them again first, under
+the same tokens, so a crash before they landed loses nothing and one after changes
+nothing. Tables remember the tokens of their last 10,000 blocks
 (`non_replicated_deduplication_window`), far more than a snapshot interval makes;
 a flow whose recovery store is lost while its database is kept would re-insert blocks
 older than that, so a recovery store lives as long as its database.
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from hashlib import blake2b
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +39,8 @@ from clickhouse_connect.driver.client import Client
 from sinks.batch import SinkBatch
 
 Floors = dict[str, dict[str, int]]
-"""table -> stream -> highest position known to be in ClickHouse, views included."""
+"""table -> stream -> highest position handed to the insert thread: in ClickHouse, views
+included, or held by the snapshot until it is."""
 
 OnFlush = Callable[[dict[str, pa.Table], float], None]
 """Told the rows of each table once they are queryable, and how long the insert took."""
@@ -51,6 +56,38 @@ def token(table: str, ranges: Ranges) -> str:
     """The same block always gets the same token, whichever run inserts it."""
     text = "|".join(f"{s}:{lo}-{hi}" for s, (lo, hi) in sorted(ranges.items()))
     return f"{table}:{blake2b(text.encode(), digest_size=16).hexdigest()}"
+
+
+@dataclass
+class _Flush:
+    """One insert job, run on the insert thread: a block per table, recorded in
+    `sink_blocks` first unless it refills a block recorded before a crash."""
+
+    blocks: dict[str, tuple[Ranges, list[pa.RecordBatch]]]
+    record: bool
+
+    def __getstate__(self) -> dict[str, object]:
+        """Rows as Arrow IPC: a pickled slice of a batch would carry its whole buffers."""
+        return {
+            "blocks": {t: (r, _ipc(batches)) for t, (r, batches) in self.blocks.items()},
+            "record": self.record,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.blocks = {
+            table: (ranges, pa.ipc.open_stream(rows).read_all().to_batches())
+            for table, (ranges, rows) in state["blocks"].items()
+        }
+        self.record = state["record"]
+
+
+@dataclass(frozen=True)
+class SinkState:
+    """What a partition resumes with: the highest position of each stream it has handed
+    to ClickHouse, and the flushes not yet known to have landed."""
+
+    floors: Floors
+    in_flight: list[_Flush]
 
 
 @dataclass
@@ -76,20 +113,22 @@ class _Block:
         return self.filled == self.ranges.keys()
 
 
-class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
+class _ClickHousePartition(StatefulSinkPartition[SinkBatch, SinkState]):
     def __init__(
         self,
         client: Client,
         owns: Callable[[str], bool],
-        floors: Floors,
+        resume: SinkState,
         flush_rows: int,
         flush_seconds: float,
         on_flush: OnFlush,
     ):
         self._client = client
-        self._floors = floors
-        self._redo = _recorded_blocks(client, floors, owns)
-        self._inserts = _Inserts()
+        self._floors = resume.floors
+        self._redo = _recorded_blocks(client, self._floors, owns)
+        self._inserts = _Inserts(self._run)
+        for flush in resume.in_flight:
+            self._inserts.submit(flush)
         self._buffer: dict[str, list[pa.RecordBatch]] = {}
         self._ranges: dict[str, Ranges] = {}
         self._buffered = 0
@@ -135,44 +174,43 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
         if not self._buffered:
             self._last_flush = time.monotonic()
             return
-        buffer, all_ranges = self._buffer, self._ranges
-        self._inserts.submit(lambda: self._write_blocks(buffer, all_ranges))
-        for table, ranges in all_ranges.items():
-            floors = self._floors.setdefault(table, {})
-            for stream, (_, last) in ranges.items():
-                floors[stream] = max(floors.get(stream, -1), last)
+        blocks = {table: (self._ranges[table], batches) for table, batches in self._buffer.items()}
+        self._submit(_Flush(blocks, record=True))
         self._buffer, self._ranges, self._buffered = {}, {}, 0
         self._last_flush = time.monotonic()
-
-    def _write_blocks(
-        self, buffer: dict[str, list[pa.RecordBatch]], all_ranges: dict[str, Ranges]
-    ) -> None:
-        """Record the blocks, then insert them: a crash between the two leaves a record
-        of blocks that a resume inserts again, with the same tokens."""
-        started = time.monotonic()
-        record = [
-            [table, token(table, ranges), *_columns(ranges)] for table, ranges in all_ranges.items()
-        ]
-        self._client.insert(
-            BLOCKS, record, column_names=["target", "token", "streams", "firsts", "lasts"]
-        )
-        inserted = {
-            table: self._write(table, all_ranges[table], batches)
-            for table, batches in buffer.items()
-        }
-        self._on_flush(inserted, time.monotonic() - started)
 
     def _insert(
         self, table: str, ranges: Ranges, by_stream: dict[str, list[pa.RecordBatch]]
     ) -> None:
         batches = [batch for stream in sorted(by_stream) for batch in by_stream[stream]]
+        self._submit(_Flush({table: (ranges, batches)}, record=False))
 
-        def insert() -> None:
-            started = time.monotonic()
-            inserted = self._write(table, ranges, batches)
-            self._on_flush({table: inserted}, time.monotonic() - started)
+    def _submit(self, flush: _Flush) -> None:
+        """Hand a flush to the insert thread; its rows count as handed over from now on,
+        since every snapshot from now on holds them until they have landed."""
+        self._inserts.submit(flush)
+        for table, (ranges, _) in flush.blocks.items():
+            floors = self._floors.setdefault(table, {})
+            for stream, (_, last) in ranges.items():
+                floors[stream] = max(floors.get(stream, -1), last)
 
-        self._inserts.submit(insert)
+    def _run(self, flush: _Flush) -> None:
+        """Record the blocks, then insert them: a crash between the two leaves a record
+        of blocks that a resume inserts again, with the same tokens."""
+        started = time.monotonic()
+        if flush.record:
+            record = [
+                [table, token(table, ranges), *_columns(ranges)]
+                for table, (ranges, _) in flush.blocks.items()
+            ]
+            self._client.insert(
+                BLOCKS, record, column_names=["target", "token", "streams", "firsts", "lasts"]
+            )
+        inserted = {
+            table: self._write(table, ranges, batches)
+            for table, (ranges, batches) in flush.blocks.items()
+        }
+        self._on_flush(inserted, time.monotonic() - started)
 
     def _write(self, table: str, ranges: Ranges, batches: list[pa.RecordBatch]) -> pa.Table:
         """One block: the same rows in the same order under the same token, whichever run."""
@@ -181,18 +219,18 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
         self._client.insert_arrow(table, rows, settings=settings)
         return rows
 
-    def snapshot(self) -> Floors:
-        """Flush first: a snapshot must never cover rows that exist only in memory. A block
+    def snapshot(self) -> SinkState:
+        """Flush first: a snapshot must never cover rows that exist only in memory. It
+        does not wait for the inserts: it holds the flushes still in flight. A block
         still being refilled holds its streams' floors below it, so a later resume redoes it."""
         self.flush()
-        self.drain()
         floors = {table: dict(streams) for table, streams in self._floors.items()}
         for (table, stream), pending in self._redo.items():
             if pending:
                 first, _ = pending[0].ranges[stream]
                 known = floors.setdefault(table, {})
                 known[stream] = min(known.get(stream, -1), first - 1)
-        return floors
+        return SinkState(floors, self._inserts.in_flight())
 
     def drain(self) -> None:
         """Wait until every block flushed so far is in ClickHouse, views included."""
@@ -204,33 +242,48 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, Floors]):
 
 
 class _Inserts:
-    """Inserts run one at a time, in order, on a thread of their own: ClickHouse works
+    """Flushes run one at a time, in order, on a thread of their own: ClickHouse works
     outside the GIL while the worker meters the next batches. At most `_PENDING` flushes
     wait; an insert that failed fails the next call, which stops the flow."""
 
     _PENDING = 2
 
-    def __init__(self) -> None:
+    def __init__(self, run: Callable[[_Flush], None]) -> None:
+        self._run = run
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-insert")
-        self._pending: deque[Future[None]] = deque()
+        self._pending: deque[tuple[_Flush, Future[None]]] = deque()
 
-    def submit(self, insert: Callable[[], None]) -> None:
+    def submit(self, flush: _Flush) -> None:
         self.check()
         while len(self._pending) >= self._PENDING:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(insert))
+            self._pending.popleft()[1].result()
+        self._pending.append((flush, self._pool.submit(self._run, flush)))
 
     def check(self) -> None:
-        while self._pending and self._pending[0].done():
-            self._pending.popleft().result()
+        while self._pending and self._pending[0][1].done():
+            self._pending.popleft()[1].result()
+
+    def in_flight(self) -> list[_Flush]:
+        """The flushes not yet landed, in order (one that lands meanwhile is harmless:
+        inserting it again is skipped by its token)."""
+        self.check()
+        return [flush for flush, _ in self._pending]
 
     def wait(self) -> None:
         while self._pending:
-            self._pending.popleft().result()
+            self._pending.popleft()[1].result()
 
     def close(self) -> None:
         self.wait()
         self._pool.shutdown()
+
+
+def _ipc(batches: list[pa.RecordBatch]) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batches[0].schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return sink.getvalue()
 
 
 def _positions(rows: pa.RecordBatch) -> np.ndarray[tuple[int], np.dtype[np.uint64]]:
@@ -279,7 +332,7 @@ def _recorded_blocks(
     return redo
 
 
-class ClickHouseSink(FixedPartitionedSink[SinkBatch, Floors]):
+class ClickHouseSink(FixedPartitionedSink[SinkBatch, SinkState]):
     """`partitions` sink partitions, each a stream's only writer: Bytewax spreads them
     over the workers, so against a ClickHouse server inserts spread with the workers.
     With chDB only one process may open the data path: one partition. The number is
@@ -308,13 +361,13 @@ class ClickHouseSink(FixedPartitionedSink[SinkBatch, Floors]):
         return _part_of(item_key, self._partitions)
 
     def build_part(
-        self, step_id: str, for_part: str, resume_state: Floors | None
+        self, step_id: str, for_part: str, resume_state: SinkState | None
     ) -> _ClickHousePartition:
         index = self.list_parts().index(for_part)
         return _ClickHousePartition(
             self._connect(),
             lambda stream: _part_of(stream, self._partitions) == index,
-            resume_state or {},
+            resume_state or SinkState({}, []),
             self._flush_rows,
             self._flush_seconds,
             self._on_flush,

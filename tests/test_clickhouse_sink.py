@@ -1,5 +1,6 @@
 """The exactly-once sink against the real ClickHouse engine (chDB)."""
 
+import pickle
 from datetime import UTC, datetime
 
 from sinks.batch import SinkBatch
@@ -83,6 +84,29 @@ def test_replay_after_a_crash_writes_each_row_once(clickhouse_dsn: str, database
 
     rows = client.query(f"SELECT count(), uniqExact(offset), max(offset) FROM {RAW_EVENTS}")
     assert rows.result_rows == [(20, 20, 19)]
+
+
+def test_a_snapshot_holds_the_flushes_still_in_flight(clickhouse_dsn: str, database: str) -> None:
+    """A snapshot does not wait for its inserts. Here they land nowhere the resumed
+    partition can see (another database: the process died before they ran); the resume
+    inserts them, then the replay's rows after the snapshot, each row once."""
+    lost = connect(clickhouse_dsn, f"{database}_lost")
+    first = ClickHouseSink(lambda: lost, flush_rows=1_000_000, flush_seconds=3600)
+    part = first.build_part("out", "clickhouse", None)
+    part.write_batch([raw_batch("usage/0", range(0, 10)), duplicate_batch("shard-0", range(0, 4))])
+    snapshot = pickle.loads(pickle.dumps(part.snapshot()))
+    part.close()
+
+    client = connect(clickhouse_dsn, database)
+    sink = ClickHouseSink(lambda: client, flush_rows=1_000_000, flush_seconds=3600)
+    resumed = sink.build_part("out", "clickhouse", snapshot)
+    resumed.write_batch([raw_batch("usage/0", range(10, 15))])
+    resumed.close()
+
+    rows = client.query(f"SELECT count(), uniqExact(offset), max(offset) FROM {RAW_EVENTS}")
+    assert rows.result_rows == [(15, 15, 14)]
+    duplicates = client.query(f"SELECT groupArray(position) FROM {DUPLICATES}").result_rows
+    assert sorted(duplicates[0][0]) == [0, 1, 2, 3]
 
 
 def test_a_restart_without_snapshot_skips_everything_already_written(
