@@ -33,7 +33,7 @@ from metering.records import (
 from metering.stopwatch import Stopwatch
 from schemas.event import Rejection, RejectReason
 from schemas.serde import HEADER, Decoder
-from schemas.validation import TimeBounds, validate
+from schemas.validation import TimeBounds, validate_decoded
 from sinks.batch import SinkBatch
 from sinks.rows import Parsed, audit_batch
 
@@ -74,12 +74,8 @@ def usage_parser(decoder: Decoder, bounds: TimeBounds) -> Parse:
             decoded = [decoder.decode(record.value) for record in records]
         with watch.stage("validate"):
             clock = _Clock()
-            return [
-                d
-                if isinstance(d, Rejection)
-                else validate(d, clock.at(r), bounds, typed=True, catalogue_meters=True)
-                for d, r in zip(decoded, records, strict=True)
-            ]
+            times = [clock.at(record) for record in records]
+            return list(validate_decoded(decoded, times, bounds, catalogue_meters=True))
 
     return parse
 

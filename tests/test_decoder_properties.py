@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from schemas.event import Rejection, UsageEvent
 from schemas.jsonform import event_from_line
 from schemas.serde import HEADER, Decoder, Encoder
-from schemas.validation import TimeBounds, validate
+from schemas.validation import TimeBounds, validate, validate_decoded
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 BOUNDS = TimeBounds()
@@ -107,3 +107,62 @@ def test_arbitrary_bytes_never_raise(
     payload = HEADER.pack(0, known if framed else schema_id) + body
     assert isinstance(outcome(Decoder(registry_client).decode(payload)), UsageEvent | Rejection)
     assert isinstance(outcome(Decoder(registry_client).decode(body)), UsageEvent | Rejection)
+
+
+VALID = {
+    "event_id": "e1",
+    "timestamp": NOW,
+    "customer_id": "c1",
+    "project_id": None,
+    "feature": None,
+    "meter": "llm.tokens",
+    "model": "m1",
+    "provider": "p1",
+    "mode": "realtime",
+    "quantities": {"input_tokens": 5},
+    "properties": {},
+    "region": None,
+    "corrects": None,
+}
+EDGES: dict[str, list[Any]] = {
+    "event_id": ["", "  ", "x" * 256, "x" * 257],
+    "customer_id": ["", "\t", "c" * 257],
+    "timestamp": [
+        NOW + BOUNDS.max_future,
+        NOW + BOUNDS.max_future + timedelta(microseconds=1),
+        NOW - timedelta(days=35),
+        NOW - timedelta(days=35, microseconds=1),
+    ],
+    "meter": ["gpu.time", "vector.storage", " "],
+    "quantities": [
+        {},
+        {"input_tokens": 0},
+        {"input_tokens": -1},
+        {"output_tokens": 10**15},
+        {"output_tokens": 10**15 + 1},
+        {"input_tokens": 1, "gpu_ms": 2},
+        {"vectors": 3},
+    ],
+    "corrects": ["e0", "e1", ""],
+}
+edge_records = st.lists(
+    st.sampled_from(sorted(EDGES)).flatmap(
+        lambda name: st.tuples(st.just(name), st.sampled_from(EDGES[name]))
+    ),
+    max_size=2,
+).map(lambda changes: {**VALID, **dict(changes)})
+"""A valid record with at most two fields set to the edge of a check."""
+
+
+@given(records=st.lists(avro_records | edge_records, max_size=8), catalogue_meters=st.booleans())
+def test_the_batch_validator_agrees_with_validate_on_every_typed_record(
+    records: list[dict[str, Any]], catalogue_meters: bool
+) -> None:
+    """The hot path's shortcut for plainly valid records decides, and words, exactly what
+    `validate` does."""
+    clock = [NOW] * len(records)
+    batch = validate_decoded(records, clock, BOUNDS, catalogue_meters)
+    one_by_one = [
+        validate(r, NOW, BOUNDS, typed=True, catalogue_meters=catalogue_meters) for r in records
+    ]
+    assert batch == one_by_one
