@@ -18,7 +18,7 @@ bounds are not, since every partition reports afresh after a resume.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 Source = tuple[str, int]
@@ -46,11 +46,24 @@ class Ordered(Protocol):
 T = TypeVar("T", bound=Ordered)
 
 
+def _as_is(records: list[Any]) -> Any:
+    return records
+
+
 class Sequencer(Generic[T]):
-    def __init__(self, sources: Iterable[Source]):
+    def __init__(
+        self,
+        sources: Iterable[Source],
+        pack: Callable[[list[T]], Any] = _as_is,
+        unpack: Callable[[Any], list[T]] = _as_is,
+    ):
+        """`pack` and `unpack`: how a snapshot holds a partition's waiting records (module
+        functions: a snapshot names them)."""
         self._pending: dict[Source, deque[T]] = {}
         self._bounds: dict[Source, int] = {}
         self._rank: dict[Source, int] = {}
+        self._pack = pack
+        self._unpack = unpack
         self.feed_from(sources)
 
     def feed_from(self, sources: Iterable[Source]) -> None:
@@ -96,9 +109,15 @@ class Sequencer(Generic[T]):
         return sum(len(queue) for queue in self._pending.values())
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_pending": {s: q for s, q in self._pending.items() if q}}
+        return {
+            "pending": {s: self._pack(list(q)) for s, q in self._pending.items() if q},
+            "pack": self._pack,
+            "unpack": self._unpack,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._pending = state["_pending"]
+        self._pack = state["pack"]
+        self._unpack = state["unpack"]
+        self._pending = {s: deque(self._unpack(q)) for s, q in state["pending"].items()}
         self._bounds = {}
         self._rank = {}

@@ -22,7 +22,14 @@ from metering.outcomes import DeadLetter, Duplicate, GrantApplied, Outcomes, Par
 from metering.parking import Parking
 from metering.rating.engine import RatingEngine
 from metering.rating.state import RatingState
-from metering.records import Consumed, ConsumedCatalogue, ConsumedGrant, ShardRecord
+from metering.records import (
+    Consumed,
+    ConsumedCatalogue,
+    ConsumedGrant,
+    ShardRecord,
+    pack_held,
+    unpack_held,
+)
 from metering.stopwatch import Stopwatch
 from schemas.event import Rejection, RejectReason, UsageEvent, from_micros, to_micros
 from schemas.jsonform import dump_line, to_record
@@ -34,7 +41,9 @@ class ShardState:
 
     dedupe: DedupeWindow
     rating: RatingState = field(default_factory=RatingState)
-    sequencer: Sequencer[ShardRecord] = field(default_factory=lambda: Sequencer(()))
+    sequencer: Sequencer[ShardRecord] = field(
+        default_factory=lambda: Sequencer((), pack_held, unpack_held)
+    )
     """Records read but not yet metered: they wait for every partition to pass them."""
     positions: Counter[str] = field(default_factory=Counter)
     """The next position of the shard's rows in each table (`sinks.rows`)."""

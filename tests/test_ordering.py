@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from metering.dedupe import DedupeWindow
 from metering.ordering import Sequencer, Source
+from metering.rating.credits import CreditGrant
+from metering.records import Consumed, ConsumedGrant, Origin
+from metering.shard import ShardState
+from schemas.event import UsageEvent
 
 
 @dataclass(frozen=True)
@@ -113,3 +120,47 @@ def test_a_record_below_the_frontier_is_counted_and_still_metered() -> None:
     assert [i.offset for i in sequencer.release()] == [0]
     assert sequencer.offer(a, [Item(*a, 0, 90), Item(*a, 1, 120)], 120) == 1
     assert [(i.partition, i.offset) for i in sequencer.release()] == [(0, 0)]
+
+
+def test_a_snapshot_holds_waiting_usage_as_columns_and_gives_back_the_same_records() -> None:
+    """Usage waiting for a partition's bound is pickled as columns; what a resume gets
+    back equals what waited, every field, and a grant waiting on its topic too."""
+    usage, grants = ("usage", 0), ("grants", 0)
+    at = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    events = [
+        UsageEvent(
+            event_id=f"e{i}",
+            timestamp=at + timedelta(microseconds=7 * i),
+            customer_id="c1",
+            meter="llm.tokens",
+            model="m1",
+            provider="p1",
+            mode="batch" if i % 2 else "realtime",
+            quantities={"input_tokens": i, "output_tokens": 2 * i},
+            project_id=None if i % 3 else f"p{i}",
+            feature="chat",
+            properties={"region": "eu"} if i % 2 else {},
+            region="eu" if i % 2 else None,
+            corrects="e0" if i == 3 else None,
+        )
+        for i in range(5)
+    ]
+    waiting = [
+        Consumed(
+            e, Origin("usage", 0, 10 + i, 1000 + i, 1000 + i), i * 11, f"usage/1/{i}" * (i % 2)
+        )
+        for i, e in enumerate(events)
+    ]
+    grant = ConsumedGrant(
+        CreditGrant("g1", "c1", Decimal("10"), at, None), Origin("grants", 0, 4, 900, 900)
+    )
+    state = ShardState(DedupeWindow(10**9))
+    state.sequencer.feed_from([usage, grants])
+    state.sequencer.offer(usage, waiting, 1000)
+    state.sequencer.offer(grants, [grant], 900)
+
+    resumed = pickle.loads(pickle.dumps(state))
+    resumed.sequencer.feed_from([usage, grants])
+    resumed.sequencer.offer(usage, [], 2000)
+    resumed.sequencer.offer(grants, [], 2000)
+    assert resumed.sequencer.release() == [grant, *waiting]
