@@ -13,6 +13,8 @@ import json
 import logging
 import struct
 from collections.abc import Iterable, Mapping
+from copy import copy
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -112,7 +114,7 @@ class Decoder:
         self._client = client
         self._url = url
         self._reader = parsed_schema(reader_version, contract)
-        self._writers: dict[int, Any] = {}
+        self._writers: dict[int, _Writer | Rejection] = {}
 
     def decode(self, payload: bytes | None) -> dict[str, Any] | Rejection:
         if payload is None or len(payload) < HEADER.size:
@@ -132,7 +134,7 @@ class Decoder:
         body = io.BytesIO(payload)
         body.seek(HEADER.size)
         try:
-            record = schemaless_reader(body, writer, self._reader)
+            record = schemaless_reader(body, writer.schema, writer.reader)
         except Exception as exc:  # fastavro raises many types on garbage; all mean the same here
             return Rejection(
                 RejectReason.CORRUPT_BYTES,
@@ -145,19 +147,21 @@ class Decoder:
             )
         if not isinstance(record, dict):
             return Rejection(RejectReason.CORRUPT_BYTES, f"schema {schema_id} is not a record")
+        for name, default in writer.defaults:
+            record[name] = copy(default)
         return record
 
     def decode_batch(self, payloads: Iterable[bytes | None]) -> list[dict[str, Any] | Rejection]:
         return [self.decode(p) for p in payloads]
 
-    def _writer(self, schema_id: int) -> Any:
+    def _writer(self, schema_id: int) -> _Writer | Rejection:
         writer = self._writers.get(schema_id)
         if writer is None:
             writer = self._fetch_writer(schema_id)
             self._writers[schema_id] = writer
         return writer
 
-    def _fetch_writer(self, schema_id: int) -> Any:
+    def _fetch_writer(self, schema_id: int) -> _Writer | Rejection:
         try:
             schema = self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:
@@ -192,12 +196,34 @@ class Decoder:
                 RejectReason.MISSING_FIELD,
                 f"schema id {schema_id} lacks required field(s) {sorted(missing)}",
             )
-        return writer
+        return _Writer.of(writer, self._reader)
 
     def _outage(self, schema_id: int, what: str) -> RegistryUnavailable:
         message = f"schema registry {self._url} {what} when asked for schema id {schema_id}"
         log.error("%s; stopping, nothing is dead-lettered for it", message)
         return RegistryUnavailable(message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    """How to read one writer schema into the reader's shape. Avro's schema resolution
+    costs as much again as the read itself; a writer whose fields all have the reader's
+    types (every earlier version of the contract: they only lack later fields) is read
+    as written and given the reader's defaults for the fields it lacks."""
+
+    schema: Any
+    reader: Any
+    """The reader schema to resolve into, or None to read as written."""
+    defaults: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, writer: Any, reader: Any) -> _Writer:
+        types = {field["name"]: field["type"] for field in reader["fields"]}
+        if any(types.get(field["name"]) != field["type"] for field in writer["fields"]):
+            return cls(writer, reader, ())
+        written = {field["name"] for field in writer["fields"]}
+        lacking = [f for f in reader["fields"] if f["name"] not in written]
+        return cls(writer, None, tuple((f["name"], f["default"]) for f in lacking))
 
 
 def _required_fields(schema: dict[str, Any]) -> set[str]:

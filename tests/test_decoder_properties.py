@@ -1,16 +1,18 @@
 """Whatever arrives, the decoder and validator answer with an event or a rejection."""
 
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from fastavro import schemaless_reader
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.event import Rejection, UsageEvent
 from schemas.jsonform import event_from_line
-from schemas.serde import HEADER, Decoder, Encoder
+from schemas.serde import HEADER, Decoder, Encoder, parsed_schema
 from schemas.validation import TimeBounds, validate, validate_decoded
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -166,3 +168,21 @@ def test_the_batch_validator_agrees_with_validate_on_every_typed_record(
         validate(r, NOW, BOUNDS, typed=True, catalogue_meters=catalogue_meters) for r in records
     ]
     assert batch == one_by_one
+
+
+@settings(max_examples=60, deadline=None)
+@given(record=avro_records, version=st.sampled_from([1, 2, 3]), corrects=st.none() | st.text())
+def test_earlier_writers_read_as_written_equal_avro_schema_resolution(
+    record: dict[str, Any], version: int, corrects: str | None
+) -> None:
+    """The decoder reads a writer whose fields have the reader's types as written and
+    fills in the reader's defaults: the same record Avro's schema resolution gives."""
+    registry = SchemaRegistryClient.new_client({"url": "mock://"})
+    if version < 2:
+        record = {k: v for k, v in record.items() if k != "region"}
+    if version == 3:
+        record = {**record, "corrects": corrects}
+    payload = Encoder(registry, version).encode(record)
+    body = io.BytesIO(payload[HEADER.size :])
+    resolved = schemaless_reader(body, parsed_schema(version), parsed_schema())
+    assert Decoder(registry).decode(payload) == resolved
