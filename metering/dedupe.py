@@ -50,7 +50,7 @@ class Verdict(Enum):
     BEYOND_HORIZON = "beyond_horizon"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Seen:
     """What a check found: the verdict and, for a duplicate, its first arrival."""
 

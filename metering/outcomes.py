@@ -17,7 +17,7 @@ from metering.records import Consumed, ConsumedGrant, Origin
 from schemas.event import Rejection
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rated:
     consumed: Consumed
     line: RatedLine

@@ -15,7 +15,7 @@ from metering.rating.credits import CreditGrant
 from schemas.event import PickledByPosition, UsageEvent, from_micros, to_micros
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Origin(PickledByPosition):
     """Where a record was read, and its place in the shard's order."""
 
@@ -28,7 +28,7 @@ class Origin(PickledByPosition):
     """The running maximum of append times in the partition (`flows.kafka_source`)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Consumed(PickledByPosition):
     """A valid usage event bound for its customer's shard."""
 
@@ -123,7 +123,7 @@ def _columns(items: list[Any], names: tuple[str, ...]) -> dict[str, list[Any]]:
     return {name: list(map(attrgetter(name), items)) for name in names}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     offset: int
     key: bytes | None

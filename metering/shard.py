@@ -55,7 +55,7 @@ class ShardState:
     """Usage of customers not in the catalogue yet (`metering.parking`)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Fresh:
     """An event seen for the first time, bound for rating."""
 

@@ -1,7 +1,11 @@
 """The typed usage event and the rejection that replaces it when input is bad.
 
 The hot path builds thousands of these a second, so they are slotted dataclasses
-rather than pydantic models; validation lives in `schemas.validation`.
+rather than pydantic models; validation lives in `schemas.validation`. The records
+made once per event (this event, and `metering.records`' Origin and Consumed, the
+shard's outcomes and rated lines) are not frozen either: a frozen dataclass sets each
+field through `object.__setattr__`, three times the cost of building it, and nothing
+changes a record once it is made.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class PickledByPosition:
 _GETTERS: dict[type[Any], attrgetter[Any]] = {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageEvent(PickledByPosition):
     """One validated usage event; field names match the Avro schema and JSON form."""
 

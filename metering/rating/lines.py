@@ -35,7 +35,7 @@ from schemas.event import Rejection
 from schemas.jsonform import dump_line
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RatedLine:
     event_id: str
     customer_id: str
