@@ -147,7 +147,8 @@ class Decoder:
             )
         if not isinstance(record, dict):
             return Rejection(RejectReason.CORRUPT_BYTES, f"schema {schema_id} is not a record")
-        for name, default in writer.defaults:
+        record.update(writer.defaults)
+        for name, default in writer.fresh:
             record[name] = copy(default)
         return record
 
@@ -214,16 +215,21 @@ class _Writer:
     schema: Any
     reader: Any
     """The reader schema to resolve into, or None to read as written."""
-    defaults: tuple[tuple[str, Any], ...]
+    defaults: dict[str, Any]
+    """Defaults of the fields the writer lacks, null or a scalar: shared by every record."""
+    fresh: tuple[tuple[str, Any], ...]
+    """Defaults that are maps or arrays: each record gets its own copy."""
 
     @classmethod
     def of(cls, writer: Any, reader: Any) -> _Writer:
         types = {field["name"]: field["type"] for field in reader["fields"]}
         if any(types.get(field["name"]) != field["type"] for field in writer["fields"]):
-            return cls(writer, reader, ())
+            return cls(writer, reader, {}, ())
         written = {field["name"] for field in writer["fields"]}
-        lacking = [f for f in reader["fields"] if f["name"] not in written]
-        return cls(writer, None, tuple((f["name"], f["default"]) for f in lacking))
+        lacking = {f["name"]: f["default"] for f in reader["fields"] if f["name"] not in written}
+        fresh = {name: d for name, d in lacking.items() if isinstance(d, dict | list)}
+        shared = {name: d for name, d in lacking.items() if name not in fresh}
+        return cls(writer, None, shared, tuple(fresh.items()))
 
 
 def _required_fields(schema: dict[str, Any]) -> set[str]:
