@@ -75,7 +75,9 @@ class Settings(BaseSettings):
 
     shards: int = 32
     tail: bool = True
-    snapshot_seconds: float = 2.0
+    snapshot_seconds: float = 5.0
+    """A snapshot costs the size of the state, not the events since the last: rarer is
+    cheaper per event, and a recovery replays at most this much."""
     recovery_dir: Path | None = None
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464

@@ -6,7 +6,10 @@ import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pyarrow as pa
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from flows import metrics
@@ -77,3 +80,25 @@ def test_metrics_endpoint_reports_outcomes_dead_letters_and_latency() -> None:
     assert samples[lag] == 42
     assert samples[("meterflow_produce_to_queryable_seconds_count", ())] >= 1
     assert samples[("meterflow_event_lateness_seconds_count", ())] >= 1
+
+
+def test_a_histogram_observed_a_flush_at_a_time_counts_as_one_observed_value_by_value() -> None:
+    """The latency histogram takes a flush's values at once; its samples are those of
+    prometheus-client's own Histogram fed the same values one by one (bounds included)."""
+    registry = CollectorRegistry()
+    buckets = (0.5, 1.0, 2.0)
+    one_by_one = Histogram("one_by_one_seconds", "reference", buckets=buckets, registry=registry)
+    batched = metrics.BatchHistogram("batched_seconds", "under test", buckets)
+    values = [0.1, 0.5, 0.5000001, 1.0, 1.5, 2.0, 7.0, 0.0]
+    for value in values:
+        one_by_one.observe(value)
+    batched.observe_many(np.array(values[:3]))
+    batched.observe_many(np.array(values[3:]))
+    for suffix in ("count", "sum"):
+        assert REGISTRY.get_sample_value(f"batched_seconds_{suffix}") == pytest.approx(
+            registry.get_sample_value(f"one_by_one_seconds_{suffix}")
+        )
+    for le in ("0.5", "1.0", "2.0", "+Inf"):
+        assert REGISTRY.get_sample_value("batched_seconds_bucket", {"le": le}) == (
+            registry.get_sample_value("one_by_one_seconds_bucket", {"le": le})
+        )
