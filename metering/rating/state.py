@@ -15,11 +15,11 @@ from typing import TypeVar
 
 from metering.rating.money import ZERO
 from metering.rating.versions import END
-from schemas.event import to_micros
+from schemas.event import PickledByPosition, to_micros
 
 
 @dataclass(slots=True)
-class Tally:
+class Tally(PickledByPosition):
     """A cumulative quantity and Q(F(quantity)), the quantized amount it has cost so far."""
 
     quantity: int = 0
@@ -27,7 +27,7 @@ class Tally:
 
 
 @dataclass(slots=True)
-class Carried:
+class Carried(PickledByPosition):
     """Amounts carried by a period's events (percentage and dynamic charges): their sum,
     how many events, and the charge so far."""
 
@@ -37,7 +37,7 @@ class Carried:
 
 
 @dataclass(slots=True)
-class Pool:
+class Pool(PickledByPosition):
     """An included allowance: units used, their gross amount, and the billable amount."""
 
     quantity: int = 0
@@ -46,7 +46,7 @@ class Pool:
 
 
 @dataclass(slots=True)
-class Discount:
+class Discount(PickledByPosition):
     """Cumulative list-priced amount and the quantized discount on it."""
 
     base: Decimal = ZERO
@@ -54,7 +54,7 @@ class Discount:
 
 
 @dataclass(slots=True)
-class Grant:
+class Grant(PickledByPosition):
     """A prepaid credit grant; money in currency, `credit_value` currency per credit."""
 
     grant_id: str
@@ -68,7 +68,7 @@ class Grant:
 
 
 @dataclass(slots=True)
-class Budget:
+class Budget(PickledByPosition):
     spent: Decimal = ZERO
     fired: set[str] = field(default_factory=set)
 
@@ -79,7 +79,7 @@ V = TypeVar("V")
 
 
 @dataclass(slots=True)
-class CustomerState:
+class CustomerState(PickledByPosition):
     usage: dict[PeriodKey, Tally] = field(default_factory=dict)
     """(period, price resolution, dimension) -> list-price tally."""
     costs: dict[PeriodKey, Tally] = field(default_factory=dict)
