@@ -8,10 +8,12 @@ updates its own period and old periods can be dropped once they are closed.
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import ItemsView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from metering.rating.money import ZERO
 from metering.rating.versions import END
@@ -115,11 +117,70 @@ def _forget(table: dict[K, V], before_us: int) -> None:
         del table[key]
 
 
+class Customers(dict[str, CustomerState]):
+    """Customers' states, each kept as it was pickled at the last snapshot until it is
+    reached again: a snapshot pickles only the customers reached since the one before,
+    so it costs the customers active in an epoch, not every customer the shard has seen.
+    Every way to a state counts as reaching it (reading one included: the caller may
+    change it), so a snapshot is never stale, at worst re-pickled needlessly."""
+
+    def __init__(self, states: Mapping[str, CustomerState] | None = None):
+        super().__init__(states or {})
+        self._pickled: dict[str, bytes] = {}
+
+    def __getitem__(self, customer_id: str) -> CustomerState:
+        self._pickled.pop(customer_id, None)
+        return super().__getitem__(customer_id)
+
+    def get(  # type: ignore[override]
+        self, customer_id: str, default: CustomerState | None = None
+    ) -> CustomerState | None:
+        self._pickled.pop(customer_id, None)
+        return super().get(customer_id, default)
+
+    def __setitem__(self, customer_id: str, state: CustomerState) -> None:
+        self._pickled.pop(customer_id, None)
+        super().__setitem__(customer_id, state)
+
+    def __delitem__(self, customer_id: str) -> None:
+        self._pickled.pop(customer_id, None)
+        super().__delitem__(customer_id)
+
+    def setdefault(self, customer_id: str, default: CustomerState) -> CustomerState:
+        self._pickled.pop(customer_id, None)
+        return super().setdefault(customer_id, default)
+
+    def pop(self, customer_id: str, *default: Any) -> Any:
+        self._pickled.pop(customer_id, None)
+        return super().pop(customer_id, *default)
+
+    def values(self) -> ValuesView[CustomerState]:  # type: ignore[override]
+        self._pickled.clear()
+        return super().values()
+
+    def items(self) -> ItemsView[str, CustomerState]:  # type: ignore[override]
+        self._pickled.clear()
+        return super().items()
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, bytes]]]:
+        pickled = self._pickled
+        for customer_id, state in super().items():
+            if customer_id not in pickled:
+                pickled[customer_id] = pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+        return _restore, (dict(pickled),)
+
+
+def _restore(pickled: dict[str, bytes]) -> Customers:
+    customers = Customers({c: pickle.loads(state) for c, state in pickled.items()})
+    customers._pickled = pickled
+    return customers
+
+
 @dataclass(slots=True)
 class RatingState:
     """Rating state for any number of customers."""
 
-    customers: dict[str, CustomerState] = field(default_factory=dict)
+    customers: Customers = field(default_factory=Customers)
     lapse_us: int = END
     """When the first grant not yet lapsed expires: kept, not searched for every event."""
 

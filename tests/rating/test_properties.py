@@ -299,3 +299,31 @@ def test_credits_applied_never_exceed_credits_granted(books: Books, data: st.Dat
         assert total <= granted[customer]
     for customer in state.customers.values():
         assert all(grant.remaining >= 0 for grant in customer.grants.values())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_every_snapshot_of_a_state_in_use_restores_equal_to_it(
+    books: Books, data: st.DataObject
+) -> None:
+    """A snapshot re-pickles only the customers reached since the one before; whatever
+    the engine did in between (rating, grants, lapses, forgetting closed periods), the
+    next snapshot restores exactly the state in use."""
+    engine, state = RatingEngine(books), RatingState()
+    batch = data.draw(events(("sdxl", "gpt-4o", "h100")))
+    for i, event in enumerate(batch):
+        step = data.draw(st.sampled_from(("rate", "grant", "expire", "forget")))
+        if step == "grant":
+            expires = START + timedelta(days=data.draw(st.integers(1, 60)))
+            grant = CreditGrant(
+                f"g{i}", data.draw(st.sampled_from(CUSTOMERS)), D(50), START, expires
+            )
+            engine.apply_grant(state, grant)
+        elif step == "expire":
+            engine.expire(state, event.timestamp)
+        elif step == "forget":
+            state.forget_before(event.timestamp - timedelta(days=31))
+        engine.rate_batch(state, [event])
+        if data.draw(st.booleans()):
+            assert pickle.loads(pickle.dumps(state)) == state
+    assert pickle.loads(pickle.dumps(state)) == state
