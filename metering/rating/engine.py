@@ -35,6 +35,7 @@ from metering.rating.credits import (
 from metering.rating.lines import Fee, RatedLine, RatingResult
 from metering.rating.money import CONTEXT, STEP, ZERO, q18
 from metering.rating.periods import Proration, overlap
+from metering.rating.property_prices import UNLISTED
 from metering.rating.recurring import Reading
 from metering.rating.resolve import Resolution, Resolver
 from metering.rating.state import CustomerState, Discount, RatingState, Tally
@@ -59,6 +60,7 @@ class RatingEngine:
         self._resolver = Resolver(books)
         self._meters = books.meters
         self._by_property = books.prices.by_property
+        self._priced_by = self._by_property.names
         self._recurring_models = recurring_models(books)
         self._periods: dict[str, tuple[int, int, datetime]] = {}
         self._proration = Proration()
@@ -176,7 +178,7 @@ class RatingEngine:
             )
         ts_us = to_micros(ev.timestamp)
         terms = customer.terms_at(ts_us)
-        values = self._by_property.values(ev)
+        values = self._by_property.values(ev) if ev.meter in self._priced_by else UNLISTED
         res = self._resolver.price(terms, ev.meter, ev.model, ev.mode, ts_us, values)
         if res is None:
             return Rejection(
