@@ -97,8 +97,10 @@ class MeterSpec(Spec):
         return MeterAggregation(name, kinds, {d: s.property for d, s in dims.items() if s.property})
 
     def describe(self, name: str) -> str:
-        dims = ", ".join(f"{d} ({s.describe()})" for d, s in sorted(self.dimensions.items()))
-        return f"meter {name!r} measures {dims}"
+        return f"meter {name!r} measures {self.measures()}"
+
+    def measures(self) -> str:
+        return ", ".join(f"{d} ({s.describe()})" for d, s in sorted(self.dimensions.items()))
 
 
 MODELS: dict[Kind, type[BaseModel]] = {

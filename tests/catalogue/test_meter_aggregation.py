@@ -15,6 +15,7 @@ import pytest
 
 from metering.catalogue.authoring import changes, read_files
 from metering.catalogue.catalogue import Catalogue
+from metering.catalogue.view import in_force
 from metering.rating.engine import RatingEngine
 from metering.rating.lines import RatedLine
 from metering.rating.loading import CatalogueError
@@ -368,3 +369,12 @@ customers:
         "contract.terms.subscription.included[0]: it pools peak_mb by max, scanned by sum of "
         "meter 'vector.search': an allowance pools dimensions of one aggregation"
     )
+
+
+def test_show_describes_the_meter(tmp_path: Path) -> None:
+    lines = in_force(catalogue(tmp_path), T0)
+    assert (
+        "  vector.search: index_mb (megabyte, latest), peak_mb (megabyte, max), queries (query, "
+        "count), scanned (vector), users (user, unique_count of user_id); region in eu-west, "
+        "eu-central, us-east; priced by region"
+    ) in lines
