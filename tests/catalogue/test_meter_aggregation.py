@@ -378,3 +378,28 @@ def test_show_describes_the_meter(tmp_path: Path) -> None:
         "count), scanned (vector), users (user, unique_count of user_id); region in eu-west, "
         "eu-central, us-east; priced by region"
     ) in lines
+
+
+ALLOWANCE = """
+customers:
+  - id: cust-search
+    contract:
+      id: C-search
+      terms:
+        subscription:
+          included: [{meter: vector.search, quantity: 1000, dimensions: [peak_mb]}]
+"""
+
+
+@pytest.mark.parametrize("seed_", [8, 9])
+def test_an_allowance_of_a_max_dimension_bills_the_peak_beyond_it(
+    tmp_path: Path, seed_: int
+) -> None:
+    live = catalogue(tmp_path, ("customer.yaml", ALLOWANCE))
+    events = [replace(e, customer_id="cust-search") for e in stream(seed_, count=30)]
+    peak = max(e.quantities["peak_mb"] for e in events)
+    gross = q18(peak * RATES["peak_mb"])
+    expected = q18((peak - 1000) * gross / peak) if peak > 1000 else Decimal(0)
+    for order in (events, events[::-1], random.Random(seed_).sample(events, len(events))):
+        quantity, amount = totals(rate(live, order))
+        assert (quantity["peak_mb"], amount["peak_mb"]) == (peak, expected)
