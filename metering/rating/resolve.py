@@ -115,6 +115,7 @@ class Resolver:
             }
             where = span.value.where
             rid = f"{terms.id or ''}|{span.value.version}|{start}|{meter}|{model}|{mode}"
+            note = None if custom is not None else self._books.prices.by_property.note(meter, where)
             resolution = Resolution(
                 rid=rid if where is None else f"{rid}|{where_label(where)}",
                 start_us=start,
@@ -130,9 +131,7 @@ class Resolver:
                 if simple
                 else {},
                 charge=charge,
-                where=None
-                if custom is not None
-                else self._books.prices.by_property.note(meter, where),
+                where=note,
             )
             out.append(Span(start, end, resolution))
         return out
