@@ -72,6 +72,7 @@ class RejectReason(StrEnum):
     INVALID_QUANTITY = "invalid_quantity"
     UNKNOWN_METER = "unknown_meter"
     UNKNOWN_DIMENSION = "unknown_dimension"
+    FILTERED_OUT = "filtered_out"
     FUTURE_TIMESTAMP = "future_timestamp"
     ANCIENT_TIMESTAMP = "ancient_timestamp"
     UNKNOWN_CUSTOMER = "unknown_customer"

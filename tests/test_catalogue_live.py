@@ -26,9 +26,13 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from commands.topic_reader import read_to_end
 from flows.settings import Settings
 from infra import stack
+from metering.rating.money import q18
 from schemas.producer import UsageProducer
 from schemas.serde import Encoder
 from tests.catalogue.test_catalogue import METERS, VECTOR_PRICES
+from tests.catalogue.test_meter_aggregation import EU_RATES, RATES
+from tests.catalogue.test_meter_aggregation import METERS as SEARCH_METER
+from tests.catalogue.test_meter_aggregation import PRICES as SEARCH_PRICES
 from tests.conftest import PORT_BASE
 
 pytestmark = pytest.mark.stack
@@ -282,6 +286,88 @@ rated = c.query("SELECT event_id, quantities, toString(amount), price_version FR
 dead = c.query("SELECT event_id, reason FROM dead_letters WHERE customer_id = 'cust-0001'")
 print(json.dumps({"rated": rated, "dead": dead.result_rows}))
 """
+
+
+Sent = tuple[str, int, str | None, dict[str, str], int, int, int]
+READ_SEARCH = """
+import json
+from flows.settings import Settings
+from sinks.clickhouse import connect
+s = Settings()
+c = connect(s.clickhouse_dsn, s.clickhouse_database)
+rated = c.query("SELECT tiers[1] AS priced, sumMap(quantities), toString(sum(amount)) "
+                "FROM rated_usage WHERE meter = 'vector.search' GROUP BY priced").result_rows
+dead = c.query("SELECT event_id, reason FROM dead_letters WHERE customer_id = 'cust-0001'")
+print(json.dumps({"rated": rated, "dead": dead.result_rows}))
+"""
+
+
+def test_a_meter_of_max_latest_and_unique_count_priced_by_region(
+    env: dict[str, str],
+    tail_flow: subprocess.Popen[bytes],
+    registry_client: SchemaRegistryClient,
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """vector.search through `catalogue apply` only: a peak (max), an index size (latest),
+    distinct users (unique_count of properties.user_id), queries (count) and vectors
+    scanned (sum), filtered to three regions and priced apart in eu-west. The period's
+    totals in ClickHouse are each price x the aggregate of its events, computed here."""
+    (tmp_path / "meters.yaml").write_text(SEARCH_METER)
+    (tmp_path / "prices.yaml").write_text(SEARCH_PRICES)
+    applied = cli(
+        env, "catalogue", "apply", str(tmp_path / "meters.yaml"), str(tmp_path / "prices.yaml")
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines()[:2] == [
+        "+ meter/vector.search",
+        "+ price_version/list-search",
+    ]
+    sent: list[Sent] = [  # id, minutes before now, region field, properties, peak, index, scanned
+        ("q1", 9, "eu-west", {"user_id": "u1"}, 300, 100, 1_000),
+        ("q2", 8, "eu-west", {"user_id": "u2"}, 200, 250, 2_000),
+        ("q3", 7, "us-east", {"user_id": "u1"}, 500, 50, 4_000),
+        ("q4", 6, None, {"user_id": "u3", "region": "eu-central"}, 100, 70, 8_000),
+        ("q5", 5, "ap-south", {"user_id": "u4"}, 900, 900, 16_000),
+        ("q6", 10, "eu-west", {"user_id": "u1"}, 350, 120, 32_000),
+    ]
+    with UsageProducer(
+        kafka_bootstrap, env["METERFLOW_USAGE_TOPIC"], Encoder(registry_client)
+    ) as sender:
+        for event_id, minutes, region, properties, peak, index, scanned in sent:
+            quantities = {"queries": 1, "users": 1, "peak_mb": peak, "index_mb": index}
+            sender.send({
+                **usage(event_id, NOW - timedelta(minutes=minutes), 0, "cust-0001"),
+                "meter": "vector.search", "model": "hnsw", "provider": "pgvector",
+                "region": region, "properties": properties,
+                "quantities": {**quantities, "scanned": scanned},
+            })  # fmt: skip
+    wait_outcomes(len(sent))
+    stop_when_written(tail_flow, 5, env)
+    read = subprocess.run(
+        [sys.executable, "-c", READ_SEARCH], env=env, check=True, capture_output=True, text=True
+    )
+
+    def priced(group: list[Sent], rates: dict[str, Decimal]) -> tuple[dict[str, int], Decimal]:
+        latest = min(group, key=lambda e: e[1])
+        aggregate = {
+            "queries": len(group),
+            "users": len({e[3]["user_id"] for e in group}),
+            "peak_mb": max(e[4] for e in group),
+            "index_mb": latest[5],
+            "scanned": sum(e[6] for e in group),
+        }
+        total = sum((q18(rates[d] * q) for d, q in aggregate.items()), Decimal(0))
+        return aggregate, total
+
+    eu = priced([e for e in sent if e[2] == "eu-west"], EU_RATES)
+    default = priced([e for e in sent if e[0] in ("q3", "q4")], RATES)
+    found = json.loads(read.stdout)
+    rated = {note: (quantities, Decimal(total)) for note, quantities, total in found["rated"]}
+    assert rated == {"where region: default": default, "where region=eu-west": eu}
+    assert found["dead"] == [["q5", "filtered_out"]]
+    reconciled = cli(env, "reconcile")
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
 
 
 TURBO_PRICES = f"""

@@ -16,6 +16,7 @@ from typing import TypeVar, cast
 
 from pydantic import BaseModel
 
+from metering.catalogue.meter_rules import allowance_problem, pricing_problem
 from metering.catalogue.records import (
     APPLY_ORDER,
     BOOK_ID,
@@ -36,7 +37,7 @@ from metering.rating.contracts import (
     customer_of,
 )
 from metering.rating.costbook import CostBook, CostBookSpec, CostVersionSpec
-from metering.rating.pricebook import PriceBook, PriceBookSpec, PriceVersionSpec
+from metering.rating.pricebook import PriceBook, PriceBookSpec, PriceVersionSpec, PricingSpec
 
 H = TypeVar("H", bound=BaseModel)
 V = TypeVar("V", PriceVersionSpec, CostVersionSpec)
@@ -145,13 +146,18 @@ class Catalogue:
                 self._check_customer(cast(CustomerSpec, record.spec))
             case Kind.PLAN:
                 for i, rate in enumerate(cast(TermsSpec, record.spec).rates or []):
-                    self._check_meter(f"rates[{i}]", rate.meter, rate.dimensions())
+                    self._check_meter(f"rates[{i}]", rate.meter, rate.dimensions(), rate)
 
     def books(self) -> Books:
         """The price book, contracts and cost book of everything applied."""
         if self._books is None:
             contracts = Contracts.of(dict(self._customers))
-            self._books = Books(self._price_book(), contracts, self._cost_book())
+            meters = {
+                r.id: found
+                for r in self.of_kind(Kind.METER)
+                if (found := cast(MeterSpec, r.spec).aggregation(r.id)) is not None
+            }
+            self._books = Books(self._price_book(), contracts, self._cost_book(), meters)
         return self._books
 
     def _price_book(self) -> PriceBook:
@@ -207,21 +213,27 @@ class Catalogue:
         self._check_start(Kind.PRICE_VERSION, version.id, version.effective_from)
         tiers = self._tiers()
         for i, price in enumerate(version.prices):
-            self._check_meter(f"prices[{i}]", price.meter, price.dimensions())
+            self._check_meter(f"prices[{i}]", price.meter, price.dimensions(), price)
             if tiers is not None and price.customer_tier not in tiers:
                 raise InvalidRecord(
                     f"prices[{i}].customer_tier: {price.customer_tier!r} is not a price book "
                     f"tier ({sorted(tiers)})"
                 )
 
-    def _check_meter(self, where: str, name: str, dimensions: set[str]) -> None:
-        """A price, cost or allowance names a meter of the catalogue and its dimensions."""
+    def _check_meter(
+        self, where: str, name: str, dimensions: set[str], pricing: PricingSpec | None = None
+    ) -> MeterSpec:
+        """A price, cost or allowance names a meter of the catalogue and its dimensions; a
+        price or rate is one the meter allows (`metering.catalogue.meter_rules`)."""
         meter = self.meter(name)
         if meter is None:
             known = self.meter_names()
             raise InvalidRecord(f"{where}.meter: {name!r} is not a meter of the catalogue {known}")
         if undefined := sorted(dimensions - set(meter.dimensions)):
             raise InvalidRecord(f"{where}: {undefined} not defined: {meter.describe(name)}")
+        if pricing is not None and (problem := pricing_problem(name, meter, pricing)):
+            raise InvalidRecord(f"{where}: {problem}")
+        return meter
 
     def _check_start(self, kind: Kind, version_id: str, start: object) -> None:
         for other in self.of_kind(kind):
@@ -238,10 +250,13 @@ class Catalogue:
         layers += [(f"contract.amendments[{i}]", a) for i, a in enumerate(contract.amendments)]
         for where, terms in layers:
             for i, rate in enumerate(terms.rates or []):
-                self._check_meter(f"{where}.rates[{i}]", rate.meter, rate.dimensions())
+                self._check_meter(f"{where}.rates[{i}]", rate.meter, rate.dimensions(), rate)
             for i, allowance in enumerate((terms.subscription or SubscriptionSpec()).included):
                 dims = set(allowance.dimensions or ())
-                self._check_meter(f"{where}.subscription.included[{i}]", allowance.meter, dims)
+                at = f"{where}.subscription.included[{i}]"
+                meter = self._check_meter(at, allowance.meter, dims)
+                if problem := allowance_problem(allowance.meter, meter, dims):
+                    raise InvalidRecord(f"{at}: {problem}")
             if terms.plan is not None and terms.plan not in plans:
                 raise InvalidRecord(f"{where}.plan: {terms.plan!r} is not a published plan")
             tier = terms.customer_tier

@@ -5,10 +5,11 @@ the catalogue meets. Pure: the flow's side is `flows.catalogue`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from metering.catalogue.catalogue import Catalogue
+from metering.catalogue.filters import filtered_out
 from metering.catalogue.records import CatalogueRecord, InvalidRecord, Kind, make_record
 from metering.parking import Parkable, Parking
 from metering.rating.books import Books
@@ -114,8 +115,10 @@ class LiveCatalogue:
 
 
 def metered(catalogue: Catalogue | None, events: list[UsageEvent]) -> list[UsageEvent | Rejection]:
-    """Events of the catalogue's meters, counted by their aggregation, or why not. Built-in
-    meters were checked when decoded; without a catalogue only they are known."""
+    """Events of the catalogue's meters that count (`metering.catalogue.filters`), or why
+    not; rating aggregates them
+    (`metering.rating.aggregation`). Built-in meters were checked when decoded; without a
+    catalogue only they are known."""
     out: list[UsageEvent | Rejection] = []
     for event in events:
         if event.meter in METER_DIMENSIONS:
@@ -130,10 +133,8 @@ def metered(catalogue: Catalogue | None, events: list[UsageEvent]) -> list[Usage
         elif undefined := sorted(set(event.quantities) - set(meter.dimensions)):
             detail = f"dimensions {undefined} are not defined: {meter.describe(event.meter)}"
             out.append(Rejection(RejectReason.UNKNOWN_DIMENSION, detail, *ids))
+        elif meter.filter is not None and (outside := filtered_out(event.meter, meter, event)):
+            out.append(Rejection(RejectReason.FILTERED_OUT, outside, *ids))
         else:
-            counted = {
-                d: 1 if meter.dimensions[d].aggregation == "count" else q
-                for d, q in event.quantities.items()
-            }
-            out.append(replace(event, quantities=counted))
+            out.append(event)
     return out

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from metering.rating.aggregation import Aggregation, MeterAggregation
 from metering.rating.contracts import CustomerSpec, TermsSpec
 from metering.rating.costbook import CostVersionSpec
 from metering.rating.loading import Spec, field_path
@@ -46,22 +47,60 @@ Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)]
 
 class DimensionSpec(Spec):
     unit: str = Field(min_length=1)
-    aggregation: Literal["sum", "count"] = "sum"
-    """Over a period: the quantities sent, or the events whatever quantity they send."""
+    aggregation: Aggregation = "sum"
+    """Over a period (`metering.rating.aggregation`): the quantities sent, the events,
+    the highest quantity, the quantity of the event latest in event time, or the distinct
+    values of `property`."""
+    property: str | None = Field(default=None, min_length=1)
+    """The event property whose distinct values `unique_count` counts."""
+
+    @model_validator(mode="after")
+    def _property(self) -> Self:
+        if (self.aggregation == "unique_count") != (self.property is not None):
+            raise ValueError("'property' names what unique_count counts; give it there only")
+        return self
+
+    def describe(self) -> str:
+        if self.aggregation == "sum":
+            return self.unit
+        of = f" of {self.property}" if self.property is not None else ""
+        return f"{self.unit}, {self.aggregation}{of}"
+
+
+Values = Annotated[list[str], Field(min_length=1)]
 
 
 class MeterSpec(Spec):
-    """What usage of a meter measures: its dimensions, each with a unit."""
+    """What usage of a meter measures: its dimensions, each with a unit and aggregation,
+    which events count (`filter`) and what prices may depend on (`price_by`)."""
 
     description: str | None = None
     dimensions: dict[Name, DimensionSpec] = Field(min_length=1)
+    filter: dict[str, Values] | None = Field(default=None, min_length=1)
+    """Event property -> the values an event of the meter must have to count
+    (`metering.catalogue.filters`); `region` is also the event's region field."""
+    price_by: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    """Event properties a price may name in `where` (`metering.rating.property_prices`)."""
+
+    @model_validator(mode="after")
+    def _unique_price_by(self) -> Self:
+        if self.price_by is not None and len(set(self.price_by)) != len(self.price_by):
+            raise ValueError(f"price_by names a property twice: {self.price_by}")
+        return self
+
+    def aggregation(self, name: str) -> MeterAggregation | None:
+        """How rating aggregates the dimensions, where one is not summed."""
+        dims = self.dimensions
+        if all(d.aggregation == "sum" for d in dims.values()):
+            return None
+        kinds = {d: s.aggregation for d, s in dims.items()}
+        return MeterAggregation(name, kinds, {d: s.property for d, s in dims.items() if s.property})
 
     def describe(self, name: str) -> str:
-        dims = ", ".join(
-            f"{d} ({s.unit}{', count' if s.aggregation == 'count' else ''})"
-            for d, s in sorted(self.dimensions.items())
-        )
-        return f"meter {name!r} measures {dims}"
+        return f"meter {name!r} measures {self.measures()}"
+
+    def measures(self) -> str:
+        return ", ".join(f"{d} ({s.describe()})" for d, s in sorted(self.dimensions.items()))
 
 
 MODELS: dict[Kind, type[BaseModel]] = {

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import cast
 
 from metering.catalogue.catalogue import Catalogue
-from metering.catalogue.records import BOOK_ID, Kind, PriceBookHeader
+from metering.catalogue.records import BOOK_ID, Kind, MeterSpec, PriceBookHeader
 from metering.rating.contracts import CustomerSpec
 from metering.rating.costbook import CostVersionSpec
 from metering.rating.money import fmt
@@ -20,6 +20,14 @@ def in_force(catalogue: Catalogue, at: datetime) -> list[str]:
     tiers = sorted(cast(PriceBookHeader, header.spec).tiers) if header else []
     lines = [f"catalogue at {at.isoformat()}: {len(catalogue)} records"]
     lines.append(f"currency {books.currency}; tiers {', '.join(tiers)}")
+    lines.append("meters:")
+    for record in sorted(catalogue.of_kind(Kind.METER), key=lambda r: r.id):
+        meter = cast(MeterSpec, record.spec)
+        counts = "".join(
+            f"; {p} in {', '.join(v)}" for p, v in sorted((meter.filter or {}).items())
+        )
+        by = f"; priced by {', '.join(meter.price_by)}" if meter.price_by else ""
+        lines.append(f"  {record.id}: {meter.measures()}{counts}{by}")
     lines += _versions("price versions", catalogue, Kind.PRICE_VERSION, at)
     lines += _versions("cost versions", catalogue, Kind.COST_VERSION, at)
     plans = sorted(r.id for r in catalogue.of_kind(Kind.PLAN))

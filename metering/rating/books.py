@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from metering.rating.aggregation import MeterAggregation
 from metering.rating.contracts import Contracts, ContractsSpec
 from metering.rating.costbook import CostBook, CostBookSpec
 from metering.rating.loading import CatalogueError, load_model
@@ -19,6 +21,9 @@ class Books:
     prices: PriceBook
     contracts: Contracts
     costs: CostBook
+    meters: Mapping[str, MeterAggregation] = field(default_factory=dict)
+    """Meters with a dimension not summed (`metering.rating.aggregation`); the live
+    catalogue's meters only, the built-in ones are all summed."""
 
     @property
     def currency(self) -> str:

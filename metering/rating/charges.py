@@ -36,6 +36,7 @@ from pydantic import Field, model_validator
 
 from metering.rating.loading import Rate, Spec
 from metering.rating.money import CONTEXT, HUNDRED, ZERO, q18
+from metering.rating.properties import property_of
 from metering.rating.recurring import Recurring
 from metering.rating.state import Carried
 from metering.rating.tiers import Kind, Schedule
@@ -269,7 +270,7 @@ class Matrix:
 
     def pick(self, ev: UsageEvent) -> tuple[str, Mapping[str, Schedule]] | str:
         """The cell's label and flat schedules for the event, or why there is none."""
-        key = tuple(_property(ev, name) or "" for name in self.by)
+        key = tuple(property_of(ev, name) or "" for name in self.by)
         label = ",".join(f"{name}={value}" for name, value in zip(self.by, key, strict=True))
         found = self.cells.get(key)
         if found is not None:
@@ -284,11 +285,6 @@ class Matrix:
 
         cells = {key: scale(schedules) for key, schedules in self.cells.items()}
         return Matrix(self.by, cells, None if self.default is None else scale(self.default))
-
-
-def _property(ev: UsageEvent, name: str) -> str | None:
-    value = ev.properties.get(name)
-    return ev.region if value is None and name == "region" else value
 
 
 def flat(rates: Mapping[str, Decimal], per: int) -> dict[str, Schedule]:

@@ -35,6 +35,7 @@ from metering.rating.credits import (
 from metering.rating.lines import Fee, RatedLine, RatingResult
 from metering.rating.money import CONTEXT, STEP, ZERO, q18
 from metering.rating.periods import Proration, overlap
+from metering.rating.property_prices import UNLISTED
 from metering.rating.recurring import Reading
 from metering.rating.resolve import Resolution, Resolver
 from metering.rating.state import CustomerState, Discount, RatingState, Tally
@@ -57,6 +58,9 @@ class RatingEngine:
             tier: value or ONE for tier, value in books.prices.credit_values.items()
         }
         self._resolver = Resolver(books)
+        self._meters = books.meters
+        self._by_property = books.prices.by_property
+        self._priced_by = self._by_property.names
         self._recurring_models = recurring_models(books)
         self._periods: dict[str, tuple[int, int, datetime]] = {}
         self._proration = Proration()
@@ -174,7 +178,8 @@ class RatingEngine:
             )
         ts_us = to_micros(ev.timestamp)
         terms = customer.terms_at(ts_us)
-        res = self._resolver.price(terms, ev.meter, ev.model, ev.mode, ts_us)
+        values = self._by_property.values(ev) if ev.meter in self._priced_by else UNLISTED
+        res = self._resolver.price(terms, ev.meter, ev.model, ev.mode, ts_us, values)
         if res is None:
             return Rejection(
                 RejectReason.UNKNOWN_MODEL,
@@ -185,6 +190,12 @@ class RatingEngine:
             )
         start, end, period_start = self._period(customer, ts_us)
         cs = state.customer(customer.id)
+        aggregation = self._meters.get(ev.meter)
+        if aggregation is not None:
+            increments = aggregation.increments(cs, start, res.rid, ts_us, ev)
+            if isinstance(increments, Rejection):
+                return increments
+            ev = increments
         if ev.corrects is not None:
             problem = uncorrectable(cs, res, start, ev, ev.corrects)
             if problem is not None:
@@ -219,6 +230,8 @@ class RatingEngine:
                     customer.id, cs, used, terms.credits, value, ts_us, period_start, ev.timestamp
                 )
         billable = revenue - credits
+        if res.where is not None:
+            tiers = (res.where, *tiers)
         if ev.corrects is not None:
             tiers = (*tiers, f"corrects {ev.corrects}")
         if terms.budget is not None:

@@ -37,6 +37,7 @@ from pydantic import (
 from metering.rating.charges import Charge, DynamicSpec, MatrixSpec, PercentageSpec, matrix
 from metering.rating.loading import Rate, Spec, load_model
 from metering.rating.money import ZERO
+from metering.rating.property_prices import UNLISTED, PropertyPrices, Values, where_values
 from metering.rating.recurring import RecurringSpec
 from metering.rating.tiers import PER_UNITS, Kind, Schedule
 from metering.rating.versions import Span, Versions
@@ -198,6 +199,9 @@ def _check_bands(bands: list[BandSpec]) -> None:
 
 class PriceSpec(PricingSpec):
     customer_tier: str = DEFAULT_TIER
+    where: dict[str, Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    """The event property values this price is for (`metering.rating.property_prices`);
+    without it, the price of every other value."""
 
 
 class TierSpec(Spec):
@@ -213,7 +217,9 @@ class PriceVersionSpec(Spec):
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
-        keys = [(p.meter, p.model, p.mode, p.customer_tier) for p in self.prices]
+        keys = [
+            (p.meter, p.model, p.mode, p.customer_tier, where_values(p.where)) for p in self.prices
+        ]
         if dupes := sorted({str(k) for k in keys if keys.count(k) > 1}):
             raise ValueError(f"more than one price for {', '.join(dupes)}")
         return self
@@ -234,8 +240,17 @@ class PriceBookSpec(Spec):
         ids = [v.id for v in self.versions]
         if len(set(ids)) != len(ids):
             raise ValueError("version ids must be unique")
+        names: dict[str, list[str]] = {}
         for version in self.versions:
             for price in version.prices:
+                if price.where is not None:
+                    named = names.setdefault(price.meter, sorted(price.where))
+                    if sorted(price.where) != named:
+                        raise ValueError(
+                            f"version {version.id!r}: a price of {price.meter!r} is where "
+                            f"{sorted(price.where)}, another where {named}: name the same "
+                            "properties"
+                        )
                 if price.customer_tier not in self.tiers:
                     raise ValueError(
                         f"version {version.id!r}: customer_tier {price.customer_tier!r} "
@@ -251,9 +266,10 @@ class PriceEntry:
     version: str
     schedules: Mapping[str, Schedule]
     charge: Charge | None = None
+    where: Mapping[str, str] | None = None
 
 
-_Key = tuple[str, str, str | None, str]
+_Key = tuple[str, str, str | None, str, Values]
 
 
 class PriceBook:
@@ -269,23 +285,34 @@ class PriceBook:
                 if value is not None:
                     schedules = {d: s.scaled(value) for d, s in schedules.items()}
                     charge = None if charge is None else charge.scaled(value)
-                entries[p.meter, p.model, p.mode, p.customer_tier] = PriceEntry(
-                    version.id, schedules, charge
+                entries[p.meter, p.model, p.mode, p.customer_tier, where_values(p.where)] = (
+                    PriceEntry(version.id, schedules, charge, p.where)
                 )
             with_versions.append((to_micros(version.effective_from), entries))
         self._versions = Versions(with_versions)
         self._entries = [entries for _, entries in with_versions]
         self.models = frozenset((p.meter, p.model) for v in spec.versions for p in v.prices)
         """(meter, model) pairs the book has ever priced: the catalogue of known models."""
+        self.by_property = PropertyPrices.of(
+            (p.meter, p.where) for v in spec.versions for p in v.prices if p.where is not None
+        )
 
     def entries(self) -> Sequence[Mapping[_Key, PriceEntry]]:
         """The prices each version states, oldest first."""
         return self._entries
 
-    def spans(self, meter: str, model: str, mode: str, tier: str) -> list[Span[PriceEntry]]:
-        """The list price over time for a customer tier, falling back to the default tier."""
-        keys = [(meter, model, mode, tier), (meter, model, None, tier)]
-        keys += [(meter, model, mode, DEFAULT_TIER), (meter, model, None, DEFAULT_TIER)]
+    def spans(
+        self, meter: str, model: str, mode: str, tier: str, values: Values = UNLISTED
+    ) -> list[Span[PriceEntry]]:
+        """The list price over time for a customer tier, falling back to the default tier;
+        within a tier, the price where the event's property values are, then the default."""
+        wheres = (values, UNLISTED) if values else (UNLISTED,)
+        keys: list[_Key] = [
+            (meter, model, m, t, w)
+            for t in (tier, DEFAULT_TIER)
+            for w in wheres
+            for m in (mode, None)
+        ]
 
         def pick(entries: Mapping[_Key, PriceEntry]) -> PriceEntry | None:
             return next((entries[k] for k in keys if k in entries), None)

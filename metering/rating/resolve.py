@@ -17,6 +17,7 @@ from metering.rating.books import Books
 from metering.rating.charges import Charge
 from metering.rating.contracts import ContractVersion
 from metering.rating.money import CONTEXT, q18
+from metering.rating.property_prices import UNLISTED, Values, where_label
 from metering.rating.tiers import Schedule
 from metering.rating.versions import Span, find
 from schemas.meters import METER_DIMENSIONS
@@ -39,6 +40,8 @@ class Resolution:
     """Per base unit, for flat schedules; tiered ones depend on the cumulative quantity."""
     charge: Charge | None = None
     """A price on what the event carries (percentage, dynamic, matrix) instead of schedules."""
+    where: str | None = None
+    """Which property price priced it, for a meter priced by properties (the line says so)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +54,24 @@ class CostResolution:
 class Resolver:
     def __init__(self, books: Books):
         self._books = books
-        self._prices: dict[tuple[str | None, str, str, str], list[Span[Resolution]]] = {}
+        self._prices: dict[tuple[str | None, str, str, str, Values], list[Span[Resolution]]] = {}
         self._costs: dict[tuple[str, str, str], list[Span[CostResolution]]] = {}
 
     def price(
-        self, terms: ContractVersion, meter: str, model: str, mode: str, ts_us: int
+        self,
+        terms: ContractVersion,
+        meter: str,
+        model: str,
+        mode: str,
+        ts_us: int,
+        values: Values = UNLISTED,
     ) -> Resolution | None:
-        key = (terms.id, meter, model, mode)
+        """`values`: the event's property values its meter's prices name
+        (`metering.rating.property_prices`)."""
+        key = (terms.id, meter, model, mode, values)
         spans = self._prices.get(key)
         if spans is None:
-            spans = self._prices[key] = self._price_spans(terms, meter, model, mode)
+            spans = self._prices[key] = self._price_spans(terms, meter, model, mode, values)
         return find(spans, ts_us)
 
     def cost(self, meter: str, model: str, mode: str, ts_us: int) -> CostResolution | None:
@@ -82,13 +93,13 @@ class Resolver:
         return find(spans, ts_us)
 
     def _price_spans(
-        self, terms: ContractVersion, meter: str, model: str, mode: str
+        self, terms: ContractVersion, meter: str, model: str, mode: str, values: Values
     ) -> list[Span[Resolution]]:
         custom = terms.custom_rate(meter, model, mode)
         if custom is not None:
             entries = [Span(terms.start_us, terms.end_us, custom)]
         else:
-            entries = self._books.prices.spans(meter, model, mode, terms.tier)
+            entries = self._books.prices.spans(meter, model, mode, terms.tier, values)
         out = []
         for span in entries:
             start, end = max(span.start_us, terms.start_us), min(span.end_us, terms.end_us)
@@ -102,8 +113,11 @@ class Resolver:
                 for d in METER_DIMENSIONS.get(meter, schedules)
                 if (i := _pool(terms, meter, model, d)) is not None
             }
+            where = span.value.where
+            rid = f"{terms.id or ''}|{span.value.version}|{start}|{meter}|{model}|{mode}"
+            note = None if custom is not None else self._books.prices.by_property.note(meter, where)
             resolution = Resolution(
-                rid=f"{terms.id or ''}|{span.value.version}|{start}|{meter}|{model}|{mode}",
+                rid=rid if where is None else f"{rid}|{where_label(where)}",
                 start_us=start,
                 end_us=end,
                 price_version=span.value.version,
@@ -117,6 +131,7 @@ class Resolver:
                 if simple
                 else {},
                 charge=charge,
+                where=note,
             )
             out.append(Span(start, end, resolution))
         return out

@@ -75,6 +75,17 @@ class Budget(PickledByPosition):
     fired: set[str] = field(default_factory=set)
 
 
+@dataclass(slots=True)
+class Aggregate:
+    """A period's aggregate of one `max`, `latest` or `unique_count` dimension
+    (`metering.rating.aggregation`): the highest or latest quantity (with the latest
+    event's time and id), or the 64-bit hashes of the distinct values seen."""
+
+    value: int = 0
+    latest: tuple[int, str] | None = None
+    seen: set[int] = field(default_factory=set)
+
+
 PeriodKey = tuple[int, str, str]
 K = TypeVar("K", bound=tuple[int, str] | tuple[int, str, str] | tuple[int, str, int])
 V = TypeVar("V")
@@ -94,6 +105,8 @@ class CustomerState(PickledByPosition):
     """(period, contract version) -> discount tally."""
     budgets: dict[int, Budget] = field(default_factory=dict)
     """period -> spend against the budget."""
+    aggregates: dict[PeriodKey, Aggregate] = field(default_factory=dict)
+    """(period, price resolution, dimension) -> aggregate of a dimension not summed."""
     corrected: dict[tuple[int, str], str] = field(default_factory=dict)
     """(period, corrected event id) -> the correction's event id: each applies once."""
     grants: dict[str, Grant] = field(default_factory=dict)
@@ -104,6 +117,7 @@ class CustomerState(PickledByPosition):
     def forget_before(self, period_start_us: int) -> None:
         _forget(self.usage, period_start_us)
         _forget(self.costs, period_start_us)
+        _forget(self.aggregates, period_start_us)
         _forget(self.carried, period_start_us)
         _forget(self.corrected, period_start_us)
         _forget(self.pools, period_start_us)
