@@ -88,6 +88,9 @@ class BatchHistogram(Collector):
             self._counts += counts
             self._sum += float(values.sum())
 
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self._name, self._documentation)
+
     def collect(self) -> Iterator[HistogramMetricFamily]:
         with self._lock:
             cumulative, total = np.cumsum(self._counts).tolist(), self._sum

@@ -81,7 +81,7 @@ def test_dashboard_expressions_parse(promtool: str, tmp_path: Path) -> None:
 def exported_series() -> set[str]:
     names = set()
     for metric in vars(metrics).values():
-        if isinstance(metric, MetricWrapperBase):
+        if isinstance(metric, MetricWrapperBase | metrics.BatchHistogram):
             for family in metric.describe():
                 names |= {family.name + suffix for suffix in SERIES_SUFFIXES[family.type]}
     return names
