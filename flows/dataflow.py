@@ -26,7 +26,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import StatefulBatchLogic
 from clickhouse_connect.driver.client import Client
 
-from flows import metrics
+from flows import collector, metrics
 from flows.catalogue import catalogue_parser, seed_catalogue
 from flows.decode import (
     Decoded,
@@ -322,6 +322,7 @@ def flow() -> Dataflow:
     settings = Settings()
     process = int(os.environ.get("BYTEWAX_PROCESS_ID", "0"))
     metrics.serve(settings.metrics_host, settings.metrics_port + process)
+    collector.tune()
     return build_flow(settings)
 
 

@@ -12,7 +12,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from confluent_kafka import Consumer, TopicPartition
 
-from flows import metrics
+from flows import collector, metrics
 from flows.dataflow import build_flow
 from flows.kafka_source import partitions_of
 from flows.settings import Settings
@@ -52,6 +52,7 @@ def run(
         recovery,
     )
     cluster = addresses.split(";") if addresses else None
+    collector.tune()
     cli_main(
         build_flow(settings, until, on_flush, workers * len(cluster or [""])),
         workers_per_process=workers,
