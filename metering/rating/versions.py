@@ -55,8 +55,9 @@ class Versions(Generic[K, V]):
 
 
 def find(spans: list[Span[V]], ts_us: int) -> V | None:
-    """The value of the span covering `ts_us`; spans are few, so a scan is fastest."""
+    """The value of the span covering `ts_us`; spans are few, so a scan is fastest (twice
+    an event: the bounds are compared here, not through `Span.covers`)."""
     for span in spans:
-        if span.covers(ts_us):
+        if span.start_us <= ts_us < span.end_us:
             return span.value
     return None
