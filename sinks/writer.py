@@ -49,7 +49,14 @@ Ranges = dict[str, tuple[int, int]]
 """stream -> first and last position of a block's rows of that stream."""
 
 BLOCKS = "sink_blocks"
-_DEDUPLICATE = {"insert_deduplicate": 1, "deduplicate_blocks_in_dependent_materialized_views": 1}
+_INSERT = {
+    "insert_deduplicate": 1,
+    "deduplicate_blocks_in_dependent_materialized_views": 1,
+    "optimize_on_insert": 0,
+}
+"""`optimize_on_insert` off: the views' summing tables are read with `sum()` and
+`-Merge` anyway, so folding each block's rows on insert only costs time (a rated row
+with its views: 32-43 us with it, 25-26 without)."""
 
 
 def token(table: str, ranges: Ranges) -> str:
@@ -215,7 +222,7 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, SinkState]):
     def _write(self, table: str, ranges: Ranges, batches: list[pa.RecordBatch]) -> pa.Table:
         """One block: the same rows in the same order under the same token, whichever run."""
         rows = pa.Table.from_batches(batches)
-        settings = {**_DEDUPLICATE, "insert_deduplication_token": token(table, ranges)}
+        settings = {**_INSERT, "insert_deduplication_token": token(table, ranges)}
         self._client.insert_arrow(table, rows, settings=settings)
         return rows
 
