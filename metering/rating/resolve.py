@@ -5,18 +5,23 @@ A `Resolution` is constant over [start_us, end_us): one contract version and one
 entry. Its `rid` names it in the state's accumulator keys, so usage under different
 prices or terms never shares a tally (split-period rating), and it is built from
 catalogue ids only, so it is the same after a restart with the same books.
+
+What a resolution prices by is worked out once per set of terms that decide it (tier or
+custom rate, allowances, validity window), so contract versions on the same plan share
+that work; each version still gets its own `rid` and `price_version`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from metering.rating.books import Books
 from metering.rating.charges import Charge
 from metering.rating.contracts import ContractVersion
 from metering.rating.money import CONTEXT, q18
+from metering.rating.pricebook import PriceEntry
 from metering.rating.tiers import Schedule
 from metering.rating.versions import Span, find
 from schemas.meters import METER_DIMENSIONS
@@ -52,6 +57,7 @@ class Resolver:
     def __init__(self, books: Books):
         self._books = books
         self._prices: dict[tuple[str | None, str, str, str], list[Span[Resolution]]] = {}
+        self._shared: dict[Hashable, list[Span[Resolution]]] = {}
         self._costs: dict[tuple[str, str, str], list[Span[CostResolution]]] = {}
 
     def price(
@@ -60,8 +66,28 @@ class Resolver:
         key = (terms.id, meter, model, mode)
         spans = self._prices.get(key)
         if spans is None:
-            spans = self._prices[key] = self._price_spans(terms, meter, model, mode)
+            spans = self._prices[key] = self._own_spans(terms, meter, model, mode)
         return find(spans, ts_us)
+
+    def _own_spans(
+        self, terms: ContractVersion, meter: str, model: str, mode: str
+    ) -> list[Span[Resolution]]:
+        """The terms' resolutions, relabelled from those of any terms that price alike."""
+        custom = terms.custom_rate(meter, model, mode)
+        if custom is not None and custom.charge is not None:
+            return self._price_spans(terms, custom, meter, model, mode)  # charges hold maps
+        rates: Hashable = terms.tier if custom is None else tuple(custom.schedules.items())
+        key = (meter, model, mode, rates, terms.allowances, terms.start_us, terms.end_us)
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = self._price_spans(terms, custom, meter, model, mode)
+        out = []
+        for span in shared:
+            version = span.value.price_version if custom is None else custom.version
+            rid = _rid(terms, version, span.start_us, meter, model, mode)
+            resolution = replace(span.value, rid=rid, price_version=version)
+            out.append(Span(span.start_us, span.end_us, resolution))
+        return out
 
     def cost(self, meter: str, model: str, mode: str, ts_us: int) -> CostResolution | None:
         key = (meter, model, mode)
@@ -82,9 +108,13 @@ class Resolver:
         return find(spans, ts_us)
 
     def _price_spans(
-        self, terms: ContractVersion, meter: str, model: str, mode: str
+        self,
+        terms: ContractVersion,
+        custom: PriceEntry | None,
+        meter: str,
+        model: str,
+        mode: str,
     ) -> list[Span[Resolution]]:
-        custom = terms.custom_rate(meter, model, mode)
         if custom is not None:
             entries = [Span(terms.start_us, terms.end_us, custom)]
         else:
@@ -103,7 +133,7 @@ class Resolver:
                 if (i := _pool(terms, meter, model, d)) is not None
             }
             resolution = Resolution(
-                rid=f"{terms.id or ''}|{span.value.version}|{start}|{meter}|{model}|{mode}",
+                rid=_rid(terms, span.value.version, start, meter, model, mode),
                 start_us=start,
                 end_us=end,
                 price_version=span.value.version,
@@ -120,6 +150,13 @@ class Resolver:
             )
             out.append(Span(start, end, resolution))
         return out
+
+
+def _rid(
+    terms: ContractVersion, version: str, start: int, meter: str, model: str, mode: str
+) -> str:
+    """Names a resolution in the accumulator keys: each contract version's tallies apart."""
+    return f"{terms.id or ''}|{version}|{start}|{meter}|{model}|{mode}"
 
 
 def _pool(terms: ContractVersion, meter: str, model: str, dimension: str) -> int | None:
