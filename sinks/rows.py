@@ -193,7 +193,7 @@ def shard_batch(stream: str, positions: Counter[str], outcomes: Outcomes) -> Sin
         {
             **_origins(stream, take(PARKED_USAGE, len(parked)), [c.origin for c in held]),
             "action": [p.action for p in parked],
-            **_fields([c.event for c in held], "event_id", "customer_id", "timestamp"),
+            **_fields(parked, "event_id", "customer_id", "timestamp"),
             "kafka_timestamp": [c.origin.kafka_timestamp_ms for c in held],
             "at": _same_time(now, len(parked), MICROS),
         },
