@@ -21,8 +21,13 @@ def test_bench_customers_prints_its_figures(capsys: pytest.CaptureFixture[str]) 
     assert list(figures) == [
         f"rating.customers_{count}.{name}"
         for count in (24, 300)
-        for name in ("catalogue_seconds", "customers_rated", "events_per_second")
-    ] + ["rating.customers_300_to_24"]
+        for name in (
+            "catalogue_seconds",
+            "customers_rated",
+            "events_per_second",
+            "seen_events_per_second",
+        )
+    ] + ["rating.customers_300_to_24", "rating.customers_300_to_24.seen"]
     assert figures["rating.customers_24.customers_rated"] == "24"
     assert 24 < int(figures["rating.customers_300.customers_rated"]) <= 300
     assert float(figures["rating.customers_300_to_24"]) == round(share, 3) > 0
