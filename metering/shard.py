@@ -188,10 +188,7 @@ class ShardMeter:
                 parked.event_id,
                 customer_id,
             )
-            if isinstance(record, ConsumedGrant):
-                batch.outcomes.dead_letters.append(_grant_dead_letter(record, rejection))
-            else:
-                batch.outcomes.dead_letters.append(_usage_dead_letter(record, rejection))
+            batch.outcomes.dead_letters.append(_dead_letter(record, rejection))
 
     def _expire(self, batch: _Batch, watermark_us: int) -> None:
         expiries, alerts = batch.engine.expire(batch.state.rating, from_micros(watermark_us))
@@ -332,3 +329,9 @@ def _usage_dead_letter(record: Consumed, rejection: Rejection) -> DeadLetter:
 def _grant_dead_letter(record: ConsumedGrant, rejection: Rejection) -> DeadLetter:
     payload = json.dumps(asdict(record.grant), default=str).encode()
     return DeadLetter(record.origin, rejection, payload)
+
+
+def _dead_letter(record: Consumed | ConsumedGrant, rejection: Rejection) -> DeadLetter:
+    if isinstance(record, ConsumedGrant):
+        return _grant_dead_letter(record, rejection)
+    return _usage_dead_letter(record, rejection)
