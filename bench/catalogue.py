@@ -21,10 +21,15 @@ def customer_id(n: int) -> str:
     return f"cust-{n:06d}"
 
 
+def plan_of(n: int) -> str | None:
+    """The plan of customer n, None for list price."""
+    return None if n % 5 else PLANS[(n // 5) % len(PLANS)]
+
+
 def customer_spec(n: int) -> CustomerSpec:
-    if n % 5:
+    plan = plan_of(n)
+    if plan is None:
         return CustomerSpec(id=customer_id(n))
-    plan = PLANS[(n // 5) % len(PLANS)]
     terms = TermsSpec(plan=plan)
     return CustomerSpec(id=customer_id(n), contract=ContractSpec(id=f"C-{n:06d}", terms=terms))
 

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from metering.outcomes import Outcomes
+from metering.records import ConsumedGrant
 from metering.stopwatch import Stopwatch
 from schemas.event import to_micros
 from sinks.tables import RATED_USAGE
@@ -119,12 +120,19 @@ ORDER_VIOLATIONS = Counter(
 )
 PARKED = Gauge(
     "meterflow_parked_events",
-    "Usage of customers not in the catalogue yet, held in the shard's state",
+    "Usage events and credit grants of customers not in the catalogue yet, held in the "
+    "shard's state",
     ["shard"],
 )
 PARKED_TOTAL = Counter("meterflow_parked_total", "Usage events parked for an unknown customer")
 UNPARKED = Counter(
     "meterflow_unparked_total", "Parked usage events rated once their customer appeared"
+)
+PARKED_GRANTS = Counter(
+    "meterflow_parked_grants_total",
+    "Credit grants of a customer not in the catalogue: parked, released (applied once the "
+    "customer appeared) or expired (dead-lettered past the bound)",
+    ["action"],
 )
 ALERTS = Counter("meterflow_alerts_total", "Credit and budget alerts raised", ["kind"])
 STAGE_SECONDS = Counter(
@@ -178,9 +186,14 @@ def record_shard(shard: str, outcomes: Outcomes, dedupe_ids: int, max_event_us: 
 
 def record_parking(shard: str, outcomes: Outcomes, parked: int) -> None:
     PARKED.labels(shard).set(parked)
-    actions = collections.Counter(p.action for p in outcomes.parked)
-    PARKED_TOTAL.inc(actions["parked"])
-    UNPARKED.inc(actions["released"])
+    actions = collections.Counter(
+        (isinstance(p.consumed, ConsumedGrant), p.action) for p in outcomes.parked
+    )
+    PARKED_TOTAL.inc(actions[False, "parked"])
+    UNPARKED.inc(actions[False, "released"])
+    for (grant, action), count in actions.items():
+        if grant:
+            PARKED_GRANTS.labels(action).inc(count)
 
 
 def record_order(shard: str, held: int, violations: int) -> None:

@@ -66,10 +66,11 @@ class Settings(BaseSettings):
     costs_file: Path = CATALOGUE / "costs.yaml"
 
     unknown_customers: Literal["park", "list_price", "dead_letter"] = "park"
-    """Usage of a customer not in the catalogue: held until the customer appears (within
-    the bounds below), rated at list price on the default tier, or dead-lettered."""
+    """Usage and grants of a customer not in the catalogue: held until the customer
+    appears (within the bounds below), at list price on the default tier, or
+    dead-lettered."""
     park_max_events: int = Field(default=100_000, gt=0)
-    """Per shard; past it the oldest parked events are dead-lettered."""
+    """Per shard, usage and grants together; past it the oldest are dead-lettered."""
     park_max_age: timedelta = timedelta(hours=24)
     """By broker append time, against the shard's order."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from metering.rating.alerts import Alert
@@ -58,11 +59,32 @@ class GrantApplied:
 
 @dataclass(frozen=True, slots=True)
 class Parked:
-    """Usage of a customer not in the catalogue: held (`parked`), rated once the customer
-    appeared (`released`), or dead-lettered past the bound (`expired`)."""
+    """Usage or a credit grant of a customer not in the catalogue: held (`parked`),
+    rated or applied once the customer appeared (`released`), or dead-lettered past the
+    bound (`expired`)."""
 
-    consumed: Consumed
+    consumed: Consumed | ConsumedGrant
     action: str
+
+    @property
+    def event_id(self) -> str:
+        """The event's id, or the grant's."""
+        held = self.consumed
+        return held.event.event_id if isinstance(held, Consumed) else held.grant.grant_id
+
+    @property
+    def customer_id(self) -> str:
+        return parked_customer(self.consumed)
+
+    @property
+    def timestamp(self) -> datetime:
+        """The event's time, or when the grant takes effect."""
+        held = self.consumed
+        return held.event.timestamp if isinstance(held, Consumed) else held.grant.effective_at
+
+
+def parked_customer(held: Consumed | ConsumedGrant) -> str:
+    return held.event.customer_id if isinstance(held, Consumed) else held.grant.customer_id
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Usage of customers not (yet) in the catalogue, held until they appear, within a bound.
+"""Usage and credit grants of customers not (yet) in the catalogue, held until they
+appear, within a bound.
 
-A shard parks such an event at its place in the shard's order and releases all of a
-customer's parked events, in the order they were parked, when the customer's record is
-applied. The bound is in count and in age, age measured on the order key (the broker's
+A shard parks such an event or grant at its place in the shard's order and releases all
+of a customer's parked records, in the order they were parked, when the customer's
+record is applied. The bound is in count and in age, age measured on the order key (the broker's
 append time), so which events pass it is a function of the log alone: the oldest go
 first, to be dead-lettered by the caller.
 

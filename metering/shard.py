@@ -18,7 +18,15 @@ from metering.catalogue.catalogue import Catalogue
 from metering.catalogue.live import LiveCatalogue, metered
 from metering.dedupe import BUCKET_US, DedupeWindow, Verdict
 from metering.ordering import Sequencer
-from metering.outcomes import DeadLetter, Duplicate, GrantApplied, Outcomes, Parked, Rated
+from metering.outcomes import (
+    DeadLetter,
+    Duplicate,
+    GrantApplied,
+    Outcomes,
+    Parked,
+    Rated,
+    parked_customer,
+)
 from metering.parking import Parking
 from metering.rating.engine import RatingEngine
 from metering.rating.state import RatingState
@@ -51,8 +59,8 @@ class ShardState:
     """The hour of event time at which closed periods were last forgotten."""
     catalogue: Catalogue | None = None
     """The live catalogue as this shard has applied it; None while it is the seed."""
-    parked: Parking[Consumed] = field(default_factory=Parking)
-    """Usage of customers not in the catalogue yet (`metering.parking`)."""
+    parked: Parking[Consumed | ConsumedGrant] = field(default_factory=Parking)
+    """Usage and grants of customers not in the catalogue yet (`metering.parking`)."""
 
 
 @dataclass(slots=True)
@@ -125,7 +133,7 @@ class ShardMeter:
 
     def _catalogue(self, batch: _Batch, record: ConsumedCatalogue) -> None:
         """Apply a catalogue record at its place in the order (`metering.catalogue.live`);
-        a customer's record releases the usage parked for it."""
+        a customer's record releases the usage and grants parked for it."""
         if self.live is None:
             return
         state = batch.state
@@ -139,36 +147,57 @@ class ShardMeter:
         if customer_id is not None:
             self._unpark(batch, state.parked.release(customer_id))
 
-    def _unpark(self, batch: _Batch, records: list[Consumed]) -> None:
-        """Rate parked usage now that its customer is known, judged late against the
-        watermark of now, as if it arrived now (it was deduplicated when it did)."""
-        if not records:
-            return
+    def _unpark(self, batch: _Batch, records: list[Consumed | ConsumedGrant]) -> None:
+        """Rate parked usage and apply parked grants now that their customer is known, in
+        the order they were parked, as if they arrived now: usage is judged late against
+        the watermark of now (it was deduplicated when it arrived), and a grant lapses at
+        once if that watermark is past its expiry."""
         newest_us = batch.state.dedupe.max_event_us
         watermark_us = newest_us - self.allowed_lateness_us
-        fresh = []
+        fresh: list[_Fresh] = []
         for record in records:
             batch.outcomes.parked.append(Parked(record, "released"))
+            if isinstance(record, ConsumedGrant):
+                self._rate(batch, fresh)
+                fresh = []
+                self._grant(batch, record)
+                if batch.engine.lapse_due(batch.state.rating, watermark_us):
+                    self._expire(batch, watermark_us)
+                continue
             event_us = to_micros(record.event.timestamp)
             lateness_ms = max(0, newest_us - event_us) // 1000
             fresh.append(_Fresh(record, event_us < watermark_us, lateness_ms, watermark_us))
         self._rate(batch, fresh)
 
+    def _park(self, batch: _Batch, record: Consumed | ConsumedGrant) -> None:
+        batch.outcomes.parked.append(Parked(record, "parked"))
+        batch.state.parked.park(parked_customer(record), record)
+        self._evict(batch, record.origin.order_ms)
+
+    def _evict(self, batch: _Batch, order_ms: int) -> None:
+        if self.live is not None and self.live.parking_due(batch.state.parked, order_ms):
+            self._unpark_expired(batch, order_ms)
+
     def _unpark_expired(self, batch: _Batch, order_ms: int) -> None:
         assert self.live is not None
         unknown = self.live.unknown
         for record in self.live.over_bound(batch.state.parked, order_ms):
-            batch.outcomes.parked.append(Parked(record, "expired"))
-            customer_id = record.event.customer_id
+            parked = Parked(record, "expired")
+            batch.outcomes.parked.append(parked)
+            customer_id = parked.customer_id
+            bound = f"{unknown.max_events} records a shard, {unknown.max_age_ms / 3_600_000:g} h"
+            if isinstance(record, ConsumedGrant):
+                what, then = f"its credit grant {parked.event_id!r}", "send the grant again"
+            else:
+                what, then = "its usage", "redrive it"
             rejection = Rejection(
                 RejectReason.UNKNOWN_CUSTOMER,
-                f"customer {customer_id!r} is not in the catalogue, and its usage was parked "
-                f"past the bound ({unknown.max_events} events a shard, "
-                f"{unknown.max_age_ms / 3_600_000:g} h); redrive it once the customer exists",
-                record.event.event_id,
+                f"customer {customer_id!r} is not in the catalogue, and {what} was parked "
+                f"past the bound ({bound}); {then} once the customer exists",
+                parked.event_id,
                 customer_id,
             )
-            batch.outcomes.dead_letters.append(_usage_dead_letter(record, rejection))
+            batch.outcomes.dead_letters.append(_dead_letter(record, rejection))
 
     def _expire(self, batch: _Batch, watermark_us: int) -> None:
         expiries, alerts = batch.engine.expire(batch.state.rating, from_micros(watermark_us))
@@ -217,7 +246,7 @@ class ShardMeter:
         events = [f.consumed.event for f in fresh]
         current = None
         if live is not None:
-            state.catalogue = live.admit(state.catalogue, events)
+            state.catalogue = live.admit(state.catalogue, (e.customer_id for e in events))
             batch.engine = live.engine(batch.shard, state.catalogue)
             current = live.current(state.catalogue)
         checked = metered(current, events)
@@ -234,10 +263,7 @@ class ShardMeter:
             if live is not None and live.parking_due(state.parked, order_ms):
                 self._unpark_expired(batch, order_ms)
             if line is None and live is not None and live.parks(rejected[key]):
-                outcomes.parked.append(Parked(f.consumed, "parked"))
-                state.parked.park(f.consumed.event.customer_id, f.consumed)
-                if live.parking_due(state.parked, order_ms):
-                    self._unpark_expired(batch, order_ms)
+                self._park(batch, f.consumed)
             elif line is None:
                 outcomes.dead_letters.append(_usage_dead_letter(f.consumed, rejected[key]))
             else:
@@ -249,14 +275,21 @@ class ShardMeter:
         outcomes.alerts.extend(result.alerts)
 
     def _grant(self, batch: _Batch, record: ConsumedGrant) -> None:
-        grant = record.grant
-        rejection = batch.engine.apply_grant(batch.state.rating, grant)
+        """Apply a grant; one of a customer not in the catalogue meets what its usage
+        would (parked, admitted at list price, or dead-lettered)."""
+        grant, state, live = record.grant, batch.state, self.live
+        if live is not None:
+            self._evict(batch, record.origin.order_ms)
+            state.catalogue = live.admit(state.catalogue, (grant.customer_id,))
+            batch.engine = live.engine(batch.shard, state.catalogue)
+        rejection = batch.engine.apply_grant(state.rating, grant)
         if rejection is None:
             amount = batch.engine.grant_amount(grant)
             batch.outcomes.grants.append(GrantApplied(record, amount))
-            return
-        payload = json.dumps(asdict(grant), default=str).encode()
-        batch.outcomes.dead_letters.append(DeadLetter(record.origin, rejection, payload))
+        elif live is not None and live.parks(rejection):
+            self._park(batch, record)
+        else:
+            batch.outcomes.dead_letters.append(_grant_dead_letter(record, rejection))
 
     def _dedupe(self, batch: _Batch, records: Sequence[Consumed]) -> list[_Fresh]:
         """First arrivals go on to rating; re-sends are duplicates; ids beyond the horizon
@@ -300,3 +333,14 @@ class ShardMeter:
 
 def _usage_dead_letter(record: Consumed, rejection: Rejection) -> DeadLetter:
     return DeadLetter(record.origin, rejection, dump_line(to_record(record.event)).encode())
+
+
+def _grant_dead_letter(record: ConsumedGrant, rejection: Rejection) -> DeadLetter:
+    payload = json.dumps(asdict(record.grant), default=str).encode()
+    return DeadLetter(record.origin, rejection, payload)
+
+
+def _dead_letter(record: Consumed | ConsumedGrant, rejection: Rejection) -> DeadLetter:
+    if isinstance(record, ConsumedGrant):
+        return _grant_dead_letter(record, rejection)
+    return _usage_dead_letter(record, rejection)

@@ -213,7 +213,7 @@ def _parked(
     return {
         **_origins(stream, positions, [c.origin for c in held]),
         "action": [p.action for p in parked],
-        **_fields([c.event for c in held], "event_id", "customer_id", "timestamp"),
+        **_fields(parked, "event_id", "customer_id", "timestamp"),
         "kafka_timestamp": [c.origin.kafka_timestamp_ms for c in held],
         "at": _same_time(now, len(parked), MICROS),
     }

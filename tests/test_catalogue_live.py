@@ -24,9 +24,12 @@ from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from commands.topic_reader import read_to_end
+from flows.grants import grant_record
 from flows.settings import Settings
 from infra import stack
+from metering.rating.credits import CreditGrant
 from metering.rating.money import q18
+from schemas.jsonform import dump_line
 from schemas.producer import UsageProducer
 from schemas.serde import Encoder
 from tests.catalogue.test_catalogue import METERS, VECTOR_PRICES
@@ -61,6 +64,14 @@ versions:
     prices:
       - {{meter: image.generation, model: sdxl, rates: {{images: 0.05}}}}
 """
+
+
+def send_grant(bootstrap: str, topic: str) -> None:
+    """1 credit of the customer (1.00 at list price), in effect from an hour ago."""
+    grant = CreditGrant("g-live", CUSTOMER, Decimal(1), NOW - timedelta(hours=1))
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(topic, dump_line(grant_record(grant)).encode(), key=CUSTOMER.encode())
+    assert producer.flush(30) == 0
 
 
 def usage(event_id: str, at: datetime, images: int, customer: str = CUSTOMER) -> dict[str, Any]:
@@ -166,13 +177,18 @@ def stop_when_written(flow: subprocess.Popen[bytes], rated: int, env: dict[str, 
 
 READ = """
 import json
+from flows.grants import grant_record
 from flows.settings import Settings
 from sinks.clickhouse import connect
 s = Settings()
 c = connect(s.clickhouse_dsn, s.clickhouse_database)
 rows = c.query("SELECT event_id, toString(amount), toString(discount), price_version, "
-               "contract_version FROM rated_usage WHERE customer_id = 'cust-live'").result_rows
-print(json.dumps(sorted(rows)))
+               "contract_version, toString(credits_applied) FROM rated_usage "
+               "WHERE customer_id = 'cust-live'").result_rows
+grants = c.query("SELECT grant_id, toString(amount) FROM credit_grants").result_rows
+parked = c.query("SELECT event_id, action FROM parked_usage FINAL WHERE topic = %(t)s",
+                 parameters={"t": s.credit_grants_topic}).result_rows
+print(json.dumps({"rated": sorted(rows), "grants": grants, "parked": sorted(parked)}))
 """
 
 
@@ -186,12 +202,17 @@ def test_parked_usage_new_customers_and_prices_in_a_running_flow(
     """Usage of a customer not in the catalogue is parked, then rated on the terms in force
     at each event's time once `catalogue apply` adds the customer; a price effective in the
     past of the open period prices only usage after it in the order; a customer that never
-    appears stays parked and reconcile counts it."""
+    appears stays parked and reconcile counts it. A grant of the customer sent between
+    its two parked events is parked too and applied between them when it appears."""
     (tmp_path / "customer.yaml").write_text(CUSTOMER_FILE)
     (tmp_path / "prices.yaml").write_text(PRICE_FILE)
     sender = UsageProducer(kafka_bootstrap, env["METERFLOW_USAGE_TOPIC"], Encoder(registry_client))
     with sender:
         sender.send(usage("parked-1", NOW - timedelta(minutes=20), 10))
+    wait_for("meterflow_parked_total", 1)
+    send_grant(kafka_bootstrap, env["METERFLOW_CREDIT_GRANTS_TOPIC"])
+    wait_for('meterflow_parked_grants_total{action="parked"}', 1)
+    with sender:
         sender.send(usage("parked-2", NOW - timedelta(minutes=5), 10))
         sender.send(usage("ghost-1", NOW - timedelta(minutes=5), 10, "cust-ghost"))
     wait_for("meterflow_parked_total", 3)
@@ -203,6 +224,7 @@ def test_parked_usage_new_customers_and_prices_in_a_running_flow(
     again = cli(env, "catalogue", "apply", str(tmp_path / "customer.yaml"))
     assert again.stdout.splitlines() == ["no changes"], again.stderr
     wait_for("meterflow_unparked_total", 2)
+    wait_for('meterflow_parked_grants_total{action="released"}', 1)
 
     applied = cli(env, "catalogue", "apply", str(tmp_path / "prices.yaml"))
     assert applied.returncode == 0, applied.stderr
@@ -222,13 +244,17 @@ def test_parked_usage_new_customers_and_prices_in_a_running_flow(
     read = subprocess.run(
         [sys.executable, "-c", READ], env=env, check=True, capture_output=True, text=True
     )
-    d = Decimal
-    assert {row[0]: (d(row[1]), d(row[2]), *row[3:]) for row in json.loads(read.stdout)} == {
-        "parked-1": (d("0.40"), d("0.04"), "list-2025-01", "C-live"),
-        "parked-2": (d("0.40"), d("0.08"), "list-2025-01", "C-live-A1"),
-        "older-than-price": (d("0.40"), d("0.04"), "list-2025-01", "C-live"),
-        "after-price": (d("0.50"), d("0.10"), "list-live", "C-live-A1"),
+    d, found = Decimal, json.loads(read.stdout)
+    # The grant's 1.00 covers what parked-2 (0.32) and older-than-price (0.36) pay after
+    # discount and 0.32 of after-price's 0.40; parked-1 came before it in the order.
+    assert {row[0]: (d(row[1]), d(row[2]), *row[3:5], d(row[5])) for row in found["rated"]} == {
+        "parked-1": (d("0.40"), d("0.04"), "list-2025-01", "C-live", d(0)),
+        "parked-2": (d("0.40"), d("0.08"), "list-2025-01", "C-live-A1", d("0.32")),
+        "older-than-price": (d("0.40"), d("0.04"), "list-2025-01", "C-live", d("0.36")),
+        "after-price": (d("0.50"), d("0.10"), "list-live", "C-live-A1", d("0.32")),
     }
+    assert [(g, d(amount)) for g, amount in found["grants"]] == [("g-live", d(1))]
+    assert found["parked"] == [["g-live", "parked"], ["g-live", "released"]]
     reconciled = cli(env, "reconcile")
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
     assert "  parked       1" in reconciled.stdout.splitlines()
@@ -277,6 +303,7 @@ def test_a_meter_added_through_catalogue_apply_only_is_rated(
 
 READ_METER = """
 import json
+from flows.grants import grant_record
 from flows.settings import Settings
 from sinks.clickhouse import connect
 s = Settings()
@@ -379,6 +406,7 @@ versions:
 """
 READ_REDRIVE = """
 import json
+from flows.grants import grant_record
 from flows.settings import Settings
 from sinks.clickhouse import connect
 s = Settings()

@@ -54,6 +54,7 @@ class Catalogue:
         self._kinds: dict[Kind, dict[str, CatalogueRecord]] = {kind: {} for kind in Kind}
         self._customers: dict[str, Customer] = {}
         self._contract_ids: dict[str, str] = {}
+        self._plan_terms: dict[str, TermsSpec] | None = None
         self._prices: PriceBook | None = None
         self._costs: CostBook | None = None
         self._books: Books | None = None
@@ -120,6 +121,8 @@ class Catalogue:
             if spec.contract is not None:
                 for version in (spec.contract.id, *(a.id for a in spec.contract.amendments)):
                     self._contract_ids[version] = spec.id
+        elif record.kind is Kind.PLAN:
+            self._plan_terms = None
         elif record.kind in (Kind.PRICE_BOOK, Kind.PRICE_VERSION):
             self._prices = None
         elif record.kind in (Kind.COST_BOOK, Kind.COST_VERSION):
@@ -186,7 +189,10 @@ class Catalogue:
         return cast(H, record.spec)
 
     def _plans(self) -> dict[str, TermsSpec]:
-        return {r.id: cast(TermsSpec, r.spec) for r in self.of_kind(Kind.PLAN)}
+        """Kept until a plan record arrives: every customer record needs them."""
+        if self._plan_terms is None:
+            self._plan_terms = {r.id: cast(TermsSpec, r.spec) for r in self.of_kind(Kind.PLAN)}
+        return self._plan_terms
 
     def _tiers(self) -> set[str] | None:
         record = self.get(Kind.PRICE_BOOK, BOOK_ID)

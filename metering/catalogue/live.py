@@ -99,13 +99,14 @@ class LiveCatalogue:
     def over_bound(self, parking: Parking[T], order_ms: int) -> list[T]:
         return parking.over_bound(order_ms, self.unknown.max_age_ms, self.unknown.max_events)
 
-    def admit(self, catalogue: Catalogue | None, events: Iterable[UsageEvent]) -> Catalogue | None:
+    def admit(self, catalogue: Catalogue | None, customer_ids: Iterable[str]) -> Catalogue | None:
         """At list price, an unknown customer becomes a customer without a contract (list
-        price, default tier, calendar months) at its first event's place in the order."""
+        price, default tier, calendar months) at its first event's or grant's place in
+        the order."""
         if self.unknown.mode != "list_price":
             return catalogue
         current = self.seed if catalogue is None else catalogue
-        unknown = {e.customer_id for e in events if not current.knows_customer(e.customer_id)}
+        unknown = {c for c in customer_ids if not current.knows_customer(c)}
         if not unknown:
             return catalogue
         admitted = self.seed.copy() if catalogue is None else catalogue

@@ -34,7 +34,7 @@ from metering.rating.credits import (
 )
 from metering.rating.lines import Fee, RatedLine, RatingResult
 from metering.rating.money import CONTEXT, STEP, ZERO, q18
-from metering.rating.periods import Proration, overlap
+from metering.rating.periods import Billing, Proration, overlap
 from metering.rating.property_prices import UNLISTED
 from metering.rating.recurring import Reading
 from metering.rating.resolve import Resolution, Resolver
@@ -63,6 +63,8 @@ class RatingEngine:
         self._priced_by = self._by_property.names
         self._recurring_models = recurring_models(books)
         self._periods: dict[str, tuple[int, int, datetime]] = {}
+        self._billed: dict[Billing, tuple[int, int, datetime]] = {}
+        """The last period found per billing, shared by the customers billed alike."""
         self._proration = Proration()
 
     def rate_batch(self, state: RatingState, events: Sequence[UsageEvent]) -> RatingResult:
@@ -315,8 +317,14 @@ class RatingEngine:
     def _period(self, customer: Customer, ts_us: int) -> tuple[int, int, datetime]:
         cached = self._periods.get(customer.id)
         if cached is None or not cached[0] <= ts_us < cached[1]:
-            start, end = customer.billing.period(ts_us)
-            cached = self._periods[customer.id] = (start, end, from_micros(start))
+            cached = self._periods[customer.id] = self._billed_period(customer.billing, ts_us)
+        return cached
+
+    def _billed_period(self, billing: Billing, ts_us: int) -> tuple[int, int, datetime]:
+        cached = self._billed.get(billing)
+        if cached is None or not cached[0] <= ts_us < cached[1]:
+            start, end = billing.period(ts_us)
+            cached = self._billed[billing] = (start, end, from_micros(start))
         return cached
 
 

@@ -5,18 +5,23 @@ A `Resolution` is constant over [start_us, end_us): one contract version and one
 entry. Its `rid` names it in the state's accumulator keys, so usage under different
 prices or terms never shares a tally (split-period rating), and it is built from
 catalogue ids only, so it is the same after a restart with the same books.
+
+What a resolution prices by is worked out once per set of terms that decide it (tier or
+custom rate, allowances, validity window), so contract versions on the same plan share
+that work; each version still gets its own `rid` and `price_version`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from metering.rating.books import Books
 from metering.rating.charges import Charge
 from metering.rating.contracts import ContractVersion
 from metering.rating.money import CONTEXT, q18
+from metering.rating.pricebook import PriceEntry
 from metering.rating.property_prices import UNLISTED, Values, where_label
 from metering.rating.tiers import Schedule
 from metering.rating.versions import Span, find
@@ -42,6 +47,8 @@ class Resolution:
     """A price on what the event carries (percentage, dynamic, matrix) instead of schedules."""
     where: str | None = None
     """Which property price priced it, for a meter priced by properties (the line says so)."""
+    label: str = ""
+    """That property price in the `rid` (`region=eu-west`), so each tallies apart."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,7 @@ class Resolver:
     def __init__(self, books: Books):
         self._books = books
         self._prices: dict[tuple[str | None, str, str, str, Values], list[Span[Resolution]]] = {}
+        self._shared: dict[Hashable, list[Span[Resolution]]] = {}
         self._costs: dict[tuple[str, str, str], list[Span[CostResolution]]] = {}
 
     def price(
@@ -71,8 +79,31 @@ class Resolver:
         key = (terms.id, meter, model, mode, values)
         spans = self._prices.get(key)
         if spans is None:
-            spans = self._prices[key] = self._price_spans(terms, meter, model, mode, values)
+            spans = self._prices[key] = self._own_spans(terms, meter, model, mode, values)
         return find(spans, ts_us)
+
+    def _own_spans(
+        self, terms: ContractVersion, meter: str, model: str, mode: str, values: Values
+    ) -> list[Span[Resolution]]:
+        """The terms' resolutions, relabelled from those of any terms that price alike."""
+        custom = terms.custom_rate(meter, model, mode)
+        if custom is not None and custom.charge is not None:
+            return self._price_spans(terms, custom, meter, model, mode, values)  # maps
+        rates: Hashable = terms.tier if custom is None else tuple(custom.schedules.items())
+        key = (meter, model, mode, values, rates, terms.allowances, terms.start_us, terms.end_us)
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = self._price_spans(
+                terms, custom, meter, model, mode, values
+            )
+        out = []
+        for span in shared:
+            found = span.value
+            version = found.price_version if custom is None else custom.version
+            rid = _rid(terms, version, span.start_us, meter, model, mode, found.label)
+            resolution = replace(found, rid=rid, price_version=version)
+            out.append(Span(span.start_us, span.end_us, resolution))
+        return out
 
     def cost(self, meter: str, model: str, mode: str, ts_us: int) -> CostResolution | None:
         key = (meter, model, mode)
@@ -93,9 +124,14 @@ class Resolver:
         return find(spans, ts_us)
 
     def _price_spans(
-        self, terms: ContractVersion, meter: str, model: str, mode: str, values: Values
+        self,
+        terms: ContractVersion,
+        custom: PriceEntry | None,
+        meter: str,
+        model: str,
+        mode: str,
+        values: Values,
     ) -> list[Span[Resolution]]:
-        custom = terms.custom_rate(meter, model, mode)
         if custom is not None:
             entries = [Span(terms.start_us, terms.end_us, custom)]
         else:
@@ -114,10 +150,10 @@ class Resolver:
                 if (i := _pool(terms, meter, model, d)) is not None
             }
             where = span.value.where
-            rid = f"{terms.id or ''}|{span.value.version}|{start}|{meter}|{model}|{mode}"
+            label = "" if where is None else where_label(where)
             note = None if custom is not None else self._books.prices.by_property.note(meter, where)
             resolution = Resolution(
-                rid=rid if where is None else f"{rid}|{where_label(where)}",
+                rid=_rid(terms, span.value.version, start, meter, model, mode, label),
                 start_us=start,
                 end_us=end,
                 price_version=span.value.version,
@@ -132,9 +168,19 @@ class Resolver:
                 else {},
                 charge=charge,
                 where=note,
+                label=label,
             )
             out.append(Span(start, end, resolution))
         return out
+
+
+def _rid(
+    terms: ContractVersion, version: str, start: int, meter: str, model: str, mode: str, label: str
+) -> str:
+    """Names a resolution in the accumulator keys: each contract version's and each
+    property price's tallies apart."""
+    rid = f"{terms.id or ''}|{version}|{start}|{meter}|{model}|{mode}"
+    return f"{rid}|{label}" if label else rid
 
 
 def _pool(terms: ContractVersion, meter: str, model: str, dimension: str) -> int | None:

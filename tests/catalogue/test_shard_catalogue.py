@@ -16,11 +16,19 @@ from metering.catalogue.live import LiveCatalogue, UnknownCustomers
 from metering.catalogue.records import Kind, make_record
 from metering.dedupe import DedupeWindow
 from metering.rating.contracts import CustomerSpec
-from metering.records import Consumed, ConsumedCatalogue, Origin
+from metering.rating.credits import CreditGrant
+from metering.records import Consumed, ConsumedCatalogue, ConsumedGrant, Origin, ShardRecord
 from metering.shard import ShardMeter, ShardState
 from schemas.event import UsageEvent
 from sinks.rows import shard_batch
-from sinks.tables import DEAD_LETTERS, DUPLICATES, PARKED_USAGE, RATED_USAGE
+from sinks.tables import (
+    CREDIT_EXPIRIES,
+    CREDIT_GRANTS,
+    DEAD_LETTERS,
+    DUPLICATES,
+    PARKED_USAGE,
+    RATED_USAGE,
+)
 from tests.catalogue.test_catalogue import METERS, VECTOR_PRICES, event, seed, write
 
 HOUR_MS = 3_600_000
@@ -41,6 +49,16 @@ def customer_record(offset: int, customer: str, minutes: int) -> ConsumedCatalog
     return ConsumedCatalogue(record, Origin("catalogue", 0, offset, at_ms, at_ms))
 
 
+def grant(
+    offset: int, customer: str, minutes: int, credits: int = 100, expires: int | None = None
+) -> ConsumedGrant:
+    """A grant appended at T0 + minutes, in effect from T0 - 1 h (until T0 + expires min)."""
+    at_ms = int((T0 + timedelta(minutes=minutes)).timestamp() * 1000)
+    until = None if expires is None else T0 + timedelta(minutes=expires)
+    credit = CreditGrant(f"g{offset}", customer, Decimal(credits), T0 - timedelta(hours=1), until)
+    return ConsumedGrant(credit, Origin("grants", 0, offset, at_ms, at_ms))
+
+
 def shard_meter(
     mode: Literal["park", "list_price", "dead_letter"], max_events: int = 10
 ) -> ShardMeter:
@@ -55,7 +73,7 @@ def rows(batches: list[Rows], table: str, *names: str) -> list[tuple[object, ...
     return [tuple(r[name] for name in names) for b in batches for r in b.get(table, [])]
 
 
-def run(meter: ShardMeter, items: list[Consumed | ConsumedCatalogue], cut: int) -> list[Rows]:
+def run(meter: ShardMeter, items: list[ShardRecord], cut: int) -> list[Rows]:
     """Meter the items in batches of `cut`, through a snapshot between batches; the
     rows the sink gets, by table and column."""
     state = ShardState(DedupeWindow(24 * 3600 * 10**6))
@@ -71,8 +89,8 @@ def run(meter: ShardMeter, items: list[Consumed | ConsumedCatalogue], cut: int) 
 
 
 def test_parked_usage_is_rated_when_its_customer_appears() -> None:
-    items = [usage(0, "cust-new", 1), usage(1, "cust-0001", 2), usage(2, "cust-new", 3)]
-    items += [customer_record(0, "cust-new", 4), usage(3, "cust-new", 5)]
+    items: list[ShardRecord] = [usage(0, "cust-new", 1), usage(1, "cust-0001", 2)]
+    items += [usage(2, "cust-new", 3), customer_record(0, "cust-new", 4), usage(3, "cust-new", 5)]
     out = run(shard_meter("park"), items, cut=len(items))
     assert rows(out, RATED_USAGE, "event_id", "position") == [
         ("e1", 0),
@@ -90,7 +108,7 @@ def test_parked_usage_is_rated_when_its_customer_appears() -> None:
 
 
 def test_the_same_rows_however_the_records_are_batched() -> None:
-    items = [usage(i, f"cust-x{i % 3}", i) for i in range(12)]
+    items: list[ShardRecord] = [usage(i, f"cust-x{i % 3}", i) for i in range(12)]
     items.insert(7, customer_record(0, "cust-x1", 7))
     whole = run(shard_meter("park", max_events=3), items, cut=len(items))
     for cut in (1, 2, 5):
@@ -101,7 +119,7 @@ def test_the_same_rows_however_the_records_are_batched() -> None:
 
 
 def test_past_the_bound_the_oldest_parked_usage_is_dead_lettered() -> None:
-    items = [usage(i, "cust-gone", i) for i in range(4)]
+    items: list[ShardRecord] = [usage(i, "cust-gone", i) for i in range(4)]
     items.append(usage(4, "cust-gone", 25 * 60))
     out = run(shard_meter("park", max_events=2), items, cut=len(items))
     dead = rows(out, DEAD_LETTERS, "offset", "reason")
@@ -132,7 +150,7 @@ def test_usage_of_a_catalogue_meter_is_rated_by_its_definition(tmp_path: Path) -
         ConsumedCatalogue(r, Origin("catalogue", i, 0, at_ms, at_ms)) for i, r in enumerate(live)
     ]
     quantities = [{"vector_mb_hours": 500, "queries": 40}, {"queries": 3, "writes": 1}]
-    items: list[Consumed | ConsumedCatalogue] = [*records]
+    items: list[ShardRecord] = [*records]
     for offset, q in enumerate(quantities):
         ev = UsageEvent(f"v{offset}", T0, "cust-0001", "vector.storage", "pgvector", "db",
                         "realtime", q)  # fmt: skip
@@ -166,3 +184,93 @@ def test_a_redriven_dead_letter_is_rated_once_however_often_it_comes() -> None:
             ("redrive", 0, "usage/0/0")
         ]
         assert rows(out, DUPLICATES, "topic", "offset") == [("redrive", 1)]
+
+
+def test_a_parked_grant_applies_at_its_place_when_its_customer_appears() -> None:
+    """e0 arrived before the grant and pays; e2 and e3 arrived after it and draw from it
+    (10 images at 0.04 = 0.40 each, 100 credits at list price are 100.00); e4 follows
+    the customer and draws too. Cut into batches through snapshots, the same rows."""
+    items: list[ShardRecord] = [usage(0, "cust-new", 1), grant(0, "cust-new", 2)]
+    items += [usage(1, "cust-0001", 3), usage(2, "cust-new", 4), usage(3, "cust-new", 5)]
+    items += [customer_record(0, "cust-new", 6), usage(4, "cust-new", 7)]
+    whole = run(shard_meter("park"), items, cut=len(items))
+    credits = rows(whole, RATED_USAGE, "event_id", "amount", "credits_applied")
+    assert [(event_id, credit > 0) for event_id, _, credit in credits] == [
+        ("e1", False),
+        ("e0", False),
+        ("e2", True),
+        ("e3", True),
+        ("e4", True),
+    ]
+    assert all(credit == amount for _, amount, credit in credits[2:])
+    assert rows(whole, CREDIT_GRANTS, "grant_id", "customer_id", "amount") == [
+        ("g0", "cust-new", Decimal("100.000000000000000000"))
+    ]
+    assert rows(whole, PARKED_USAGE, "topic", "offset", "action", "event_id", "timestamp") == [
+        ("usage", 0, "parked", "e0", T0),
+        ("grants", 0, "parked", "g0", T0 - timedelta(hours=1)),
+        ("usage", 2, "parked", "e2", T0 + timedelta(minutes=3)),
+        ("usage", 3, "parked", "e3", T0 + timedelta(minutes=4)),
+        ("usage", 0, "released", "e0", T0),
+        ("grants", 0, "released", "g0", T0 - timedelta(hours=1)),
+        ("usage", 2, "released", "e2", T0 + timedelta(minutes=3)),
+        ("usage", 3, "released", "e3", T0 + timedelta(minutes=4)),
+    ]
+    assert not rows(whole, DEAD_LETTERS, "offset")
+    for cut in (1, 2, 3):
+        batched = run(shard_meter("park"), items, cut)
+        for table, columns in (
+            (RATED_USAGE, ("position", "offset", "credits_applied")),
+            (PARKED_USAGE, ("position", "topic", "offset", "action")),
+            (CREDIT_GRANTS, ("position", "grant_id", "amount")),
+        ):
+            assert rows(batched, table, *columns) == rows(whole, table, *columns), (cut, table)
+
+
+def test_a_released_grant_past_its_expiry_lapses_before_the_usage_after_it() -> None:
+    """The grant expires at T0 + 30 min; its customer appears once the watermark (newest
+    event time less 10 min of lateness) is past that: it lapses before e1 is rated."""
+    items: list[ShardRecord] = [grant(0, "cust-new", 1, expires=30), usage(0, "cust-new", 2)]
+    items += [usage(1, "cust-0001", 60), customer_record(0, "cust-new", 61)]
+    out = run(shard_meter("park"), items, cut=len(items))
+    assert rows(out, CREDIT_GRANTS, "grant_id") == [("g0",)]
+    assert rows(out, CREDIT_EXPIRIES, "grant_id", "amount") == [
+        ("g0", Decimal("100.000000000000000000"))
+    ]
+    assert rows(out, RATED_USAGE, "event_id", "credits_applied") == [
+        ("e1", Decimal(0)),
+        ("e0", Decimal(0)),
+    ]
+
+
+def test_past_the_bound_a_parked_grant_is_dead_lettered_with_its_reason() -> None:
+    items: list[ShardRecord] = [grant(0, "cust-gone", 1), usage(0, "cust-gone", 2)]
+    items += [usage(1, "cust-gone", 3)]
+    out = run(shard_meter("park", max_events=2), items, cut=len(items))
+    assert rows(out, DEAD_LETTERS, "topic", "offset", "reason", "event_id", "detail") == [
+        (
+            "grants",
+            0,
+            "unknown_customer",
+            "g0",
+            "customer 'cust-gone' is not in the catalogue, and its credit grant 'g0' was "
+            "parked past the bound (2 records a shard, 24 h); send the grant again once the "
+            "customer exists",
+        )
+    ]
+    assert rows(out, PARKED_USAGE, "topic", "offset", "action") == [
+        ("grants", 0, "parked"),
+        ("usage", 0, "parked"),
+        ("usage", 1, "parked"),
+        ("grants", 0, "expired"),
+    ]
+    letter = rows(out, DEAD_LETTERS, "payload")[0][0]
+    assert isinstance(letter, bytes) and b'"grant_id": "g0"' in letter
+
+
+def test_a_grant_of_an_unknown_customer_follows_the_setting() -> None:
+    at_list_price = run(shard_meter("list_price"), [grant(0, "cust-new", 1)], cut=1)
+    assert rows(at_list_price, CREDIT_GRANTS, "grant_id", "customer_id") == [("g0", "cust-new")]
+    dead = run(shard_meter("dead_letter"), [grant(0, "cust-new", 1)], cut=1)
+    assert rows(dead, DEAD_LETTERS, "topic", "reason") == [("grants", "unknown_customer")]
+    assert not rows(dead, PARKED_USAGE, "offset")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.rating import bench_rating
+from bench.rating import bench_customers, bench_rating
 
 
 def test_bench_prints_events_per_second(capsys: pytest.CaptureFixture[str]) -> None:
@@ -13,3 +13,21 @@ def test_bench_prints_events_per_second(capsys: pytest.CaptureFixture[str]) -> N
     names = [line.split()[0] for line in lines if line]
     assert names == ["rating.batch_events_per_second", "rating.mixed_batch_events_per_second"]
     assert all(int(line.split()[1]) > 0 for line in lines if line)
+
+
+def test_bench_customers_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    share = bench_customers(customers=300, events=600)
+    figures = dict(line.split() for line in capsys.readouterr().out.split("\n") if line)
+    assert list(figures) == [
+        f"rating.customers_{count}.{name}"
+        for count in (24, 300)
+        for name in (
+            "catalogue_seconds",
+            "customers_rated",
+            "events_per_second",
+            "seen_events_per_second",
+        )
+    ] + ["rating.customers_300_to_24", "rating.customers_300_to_24.seen"]
+    assert figures["rating.customers_24.customers_rated"] == "24"
+    assert 24 < int(figures["rating.customers_300.customers_rated"]) <= 300
+    assert float(figures["rating.customers_300_to_24"]) == round(share, 3) > 0
