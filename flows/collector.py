@@ -12,6 +12,8 @@ collections of the one below rather than 10.
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 YOUNG = 200_000
 OLDER = 50
@@ -21,3 +23,16 @@ OLDEST = 1_000
 def tune() -> None:
     gc.freeze()
     gc.set_threshold(YOUNG, OLDER, OLDEST)
+
+
+@contextmanager
+def tuned() -> Iterator[None]:
+    """The flow's policy for a while (benchmarks measuring what the flow does), then the
+    process's own again."""
+    before = gc.get_threshold()
+    tune()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

@@ -156,6 +156,15 @@ class Customers(dict[str, CustomerState]):
         self._pickled.pop(customer_id, None)
         super().__setitem__(customer_id, state)
 
+    def reach(self, customer_id: str) -> CustomerState:
+        """A customer's state, made if new: the engine's way in, once an event."""
+        self._pickled.pop(customer_id, None)
+        found = dict.get(self, customer_id)
+        if found is None:
+            found = CustomerState()
+            dict.__setitem__(self, customer_id, found)
+        return found
+
     def __delitem__(self, customer_id: str) -> None:
         self._pickled.pop(customer_id, None)
         super().__delitem__(customer_id)
@@ -199,10 +208,7 @@ class RatingState:
     """When the first grant not yet lapsed expires: kept, not searched for every event."""
 
     def customer(self, customer_id: str) -> CustomerState:
-        found = self.customers.get(customer_id)
-        if found is None:
-            found = self.customers[customer_id] = CustomerState()
-        return found
+        return self.customers.reach(customer_id)
 
     def next_expiry_us(self) -> int:
         """When the first grant not yet lapsed expires (END when none will)."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from bench.rating import bench_customers, bench_rating
+from flows import collector
 
 
 def test_bench_prints_events_per_second(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,3 +34,15 @@ def test_bench_customers_prints_its_figures(capsys: pytest.CaptureFixture[str]) 
     assert figures["rating.customers_24.customers_rated"] == "24"
     assert 24 < int(figures["rating.customers_300.customers_rated"]) <= 300
     assert float(figures["rating.customers_300_to_24"]) == round(share, 3) > 0
+
+
+def test_benchmarks_run_under_the_flows_collector_policy_and_give_the_process_its_own_back() -> (
+    None
+):
+    before = gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    with collector.tuned():
+        assert gc.get_threshold() == (collector.YOUNG, collector.OLDER, collector.OLDEST)
+        assert gc.get_freeze_count() > frozen
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
