@@ -80,9 +80,25 @@ class _Batch:
 
     shard: str
     state: ShardState
-    engine: RatingEngine
+    seed: RatingEngine
+    live: LiveCatalogue | None
     watch: Stopwatch
     outcomes: Outcomes = field(default_factory=Outcomes)
+    _engine: RatingEngine | None = None
+
+    @property
+    def engine(self) -> RatingEngine:
+        """The engine of the shard's catalogue as it is, built when first needed after a
+        record changed the catalogue: a shard given thousands of customer records in a
+        row (a flow starting on a catalogue of 100,000 customers) builds one, not one a
+        record."""
+        if self._engine is None:
+            live, catalogue = self.live, self.state.catalogue
+            self._engine = self.seed if live is None else live.engine(self.shard, catalogue)
+        return self._engine
+
+    def catalogue_changed(self) -> None:
+        self._engine = None
 
 
 class ShardMeter:
@@ -107,8 +123,7 @@ class ShardMeter:
         lateness) passes its expiry, at that event's place in the order, so usage dated
         before the expiry that arrives within the lateness still draws from it and where
         batches happen to end changes nothing."""
-        engine = self.engine if self.live is None else self.live.engine(shard, state.catalogue)
-        batch = _Batch(shard, state, engine, watch or Stopwatch())
+        batch = _Batch(shard, state, self.engine, self.live, watch or Stopwatch())
         usage: list[Consumed] = []
         for record in records:
             if isinstance(record, ConsumedCatalogue):
@@ -138,7 +153,7 @@ class ShardMeter:
             return
         state = batch.state
         state.catalogue, rejection = self.live.apply(batch.shard, state.catalogue, record)
-        batch.engine = self.live.engine(batch.shard, state.catalogue)
+        batch.catalogue_changed()
         if rejection is not None:
             payload = record.record.text.encode()
             batch.outcomes.dead_letters.append(DeadLetter(record.origin, rejection, payload))
@@ -247,7 +262,7 @@ class ShardMeter:
         current = None
         if live is not None:
             state.catalogue = live.admit(state.catalogue, (e.customer_id for e in events))
-            batch.engine = live.engine(batch.shard, state.catalogue)
+            batch.catalogue_changed()
             current = live.current(state.catalogue)
         checked = metered(current, events)
         with batch.watch.stage("rate"):
@@ -281,7 +296,7 @@ class ShardMeter:
         if live is not None:
             self._evict(batch, record.origin.order_ms)
             state.catalogue = live.admit(state.catalogue, (grant.customer_id,))
-            batch.engine = live.engine(batch.shard, state.catalogue)
+            batch.catalogue_changed()
         rejection = batch.engine.apply_grant(state.rating, grant)
         if rejection is None:
             amount = batch.engine.grant_amount(grant)

@@ -11,6 +11,7 @@ currency and tiers (it may gain tiers). `check` refuses anything else with the r
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterable, Iterator
 from typing import TypeVar, cast
 
@@ -58,19 +59,26 @@ class Catalogue:
         self._prices: PriceBook | None = None
         self._costs: CostBook | None = None
         self._books: Books | None = None
+        self._pickled: bytes | None = None
         for record in records:
             self.apply(record)
 
-    def __getstate__(self) -> dict[str, list[CatalogueRecord]]:
-        """Only the records: what they make is rebuilt on resume."""
-        return {"records": list(self.records.values())}
+    def __getstate__(self) -> dict[str, bytes]:
+        """Only the records: what they make is rebuilt on resume. They are pickled once
+        until a record changes them, so a snapshot of a shard holding thousands of
+        customers costs nothing while no record arrives."""
+        if self._pickled is None:
+            self._pickled = pickle.dumps(list(self.records.values()), pickle.HIGHEST_PROTOCOL)
+        return {"records": self._pickled}
 
-    def __setstate__(self, state: dict[str, list[CatalogueRecord]]) -> None:
+    def __setstate__(self, state: dict[str, bytes]) -> None:
         """Records were checked when applied; they are restored without checks, in the
         order of what they refer to (a plan before the customers on it)."""
         self.__init__()  # type: ignore[misc]
-        for record in sorted(state["records"], key=lambda r: APPLY_ORDER[r.kind]):
+        records: list[CatalogueRecord] = pickle.loads(state["records"])
+        for record in sorted(records, key=lambda r: APPLY_ORDER[r.kind]):
             self._store(record)
+        self._pickled = state["records"]
 
     def copy(self) -> Catalogue:
         out = Catalogue()
@@ -78,6 +86,7 @@ class Catalogue:
         out._kinds = {kind: dict(records) for kind, records in self._kinds.items()}
         out._contract_ids = dict(self._contract_ids)
         out._prices, out._costs, out._books = self._prices, self._costs, self._books
+        out._pickled = self._pickled
         return out
 
     def __iter__(self) -> Iterator[CatalogueRecord]:
@@ -115,6 +124,7 @@ class Catalogue:
         self.records[record.key] = record
         self._kinds[record.kind][record.id] = record
         self._books = None
+        self._pickled = None
         if record.kind is Kind.CUSTOMER:
             spec = cast(CustomerSpec, record.spec)
             self._customers[spec.id] = customer_of(spec, self._plans())
