@@ -239,10 +239,6 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, SinkState]):
                 known[stream] = min(known.get(stream, -1), first - 1)
         return SinkState(floors, self._inserts.in_flight())
 
-    def drain(self) -> None:
-        """Wait until every block flushed so far is in ClickHouse, views included."""
-        self._inserts.wait()
-
     def close(self) -> None:
         self.flush()
         self._inserts.close()

@@ -75,8 +75,7 @@ def test_replay_after_a_crash_writes_each_row_once(clickhouse_dsn: str, database
     first.write_batch([raw_batch("usage/0", range(0, 10))])
     snapshot = first.snapshot()
     first.write_batch([raw_batch("usage/0", range(10, 15))])
-    first.flush()  # written, then the process dies before the next snapshot
-    first.drain()
+    first.close()  # written, then the process dies before the next snapshot
 
     resumed = sink.build_part("out", "clickhouse", snapshot)
     resumed.write_batch([raw_batch("usage/0", range(10, 20))])
@@ -116,7 +115,7 @@ def test_a_restart_without_snapshot_skips_everything_already_written(
     sink = ClickHouseSink(lambda: client, flush_rows=1, flush_seconds=0)
     first = sink.build_part("out", "clickhouse", None)
     first.write_batch([raw_batch("usage/1", range(0, 5))])
-    first.drain()  # in ClickHouse, then the process dies
+    first.close()  # in ClickHouse, then the process dies
 
     again = sink.build_part("out", "clickhouse", None)
     again.write_batch([raw_batch("usage/1", range(0, 8)), raw_batch("usage/2", range(0, 3))])
@@ -138,8 +137,7 @@ def test_a_view_that_missed_an_insert_before_a_crash_gets_it_on_resume(
     snapshot = first.snapshot()
     first.write_batch([duplicate_batch("shard-0", range(10, 20))])
     client.command("DETACH TABLE outcomes_duplicates_mv")
-    first.flush()  # the table has rows 10..19, the view does not: then the process dies
-    first.drain()
+    first.close()  # the table has rows 10..19, the view does not: then the process dies
     client.command("ATTACH TABLE outcomes_duplicates_mv")
 
     resumed = sink.build_part("out", "clickhouse", snapshot)
@@ -172,8 +170,7 @@ def test_partitions_each_write_and_recover_only_their_own_streams(
     crashed = parts[0]
     for stream in streams:
         built[owner[stream]].write_batch([raw_batch(stream, range(10, 15))])
-    built[crashed].flush()  # written, then its worker dies before the next snapshot
-    built[crashed].drain()
+    built[crashed].close()  # written, then its worker dies before the next snapshot
     built[parts[1]].close()
 
     resumed = sink.build_part("out", crashed, snapshots[crashed])
