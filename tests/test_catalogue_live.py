@@ -37,6 +37,7 @@ from tests.catalogue.test_meter_aggregation import EU_RATES, RATES
 from tests.catalogue.test_meter_aggregation import METERS as SEARCH_METER
 from tests.catalogue.test_meter_aggregation import PRICES as SEARCH_PRICES
 from tests.conftest import PORT_BASE
+from tests.image_events import image_event
 
 pytestmark = pytest.mark.stack
 
@@ -72,23 +73,6 @@ def send_grant(bootstrap: str, topic: str) -> None:
     producer = Producer({"bootstrap.servers": bootstrap})
     producer.produce(topic, dump_line(grant_record(grant)).encode(), key=CUSTOMER.encode())
     assert producer.flush(30) == 0
-
-
-def usage(event_id: str, at: datetime, images: int, customer: str = CUSTOMER) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "timestamp": at,
-        "customer_id": customer,
-        "project_id": None,
-        "feature": None,
-        "meter": "image.generation",
-        "model": "sdxl",
-        "provider": "stability",
-        "mode": "realtime",
-        "quantities": {"images": images},
-        "properties": {},
-        "region": None,
-    }
 
 
 @pytest.fixture
@@ -175,21 +159,33 @@ def stop_when_written(flow: subprocess.Popen[bytes], rated: int, env: dict[str, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 
-READ = """
-import json
-from flows.grants import grant_record
+QUERY = """
+import json, sys
 from flows.settings import Settings
 from sinks.clickhouse import connect
 s = Settings()
 c = connect(s.clickhouse_dsn, s.clickhouse_database)
-rows = c.query("SELECT event_id, toString(amount), toString(discount), price_version, "
-               "contract_version, toString(credits_applied) FROM rated_usage "
-               "WHERE customer_id = 'cust-live'").result_rows
-grants = c.query("SELECT grant_id, toString(amount) FROM credit_grants").result_rows
-parked = c.query("SELECT event_id, action FROM parked_usage FINAL WHERE topic = %(t)s",
-                 parameters={"t": s.credit_grants_topic}).result_rows
-print(json.dumps({"rated": sorted(rows), "grants": grants, "parked": sorted(parked)}))
+topics = {"grants_topic": s.credit_grants_topic}
+queries = json.loads(sys.argv[1])
+print(json.dumps({
+    name: c.query(sql, parameters=topics if "%(" in sql else None).result_rows
+    for name, sql in queries.items()
+}))
 """
+
+
+def query(env: dict[str, str], **queries: str) -> dict[str, Any]:
+    """The rows of each named query, read by a process of its own after the flow has
+    stopped (one process at a time opens chDB)."""
+    read = subprocess.run(
+        [sys.executable, "-c", QUERY, json.dumps(queries)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    found: dict[str, Any] = json.loads(read.stdout)
+    return found
 
 
 def test_parked_usage_new_customers_and_prices_in_a_running_flow(
@@ -208,13 +204,13 @@ def test_parked_usage_new_customers_and_prices_in_a_running_flow(
     (tmp_path / "prices.yaml").write_text(PRICE_FILE)
     sender = UsageProducer(kafka_bootstrap, env["METERFLOW_USAGE_TOPIC"], Encoder(registry_client))
     with sender:
-        sender.send(usage("parked-1", NOW - timedelta(minutes=20), 10))
+        sender.send(image_event("parked-1", NOW - timedelta(minutes=20), 10, CUSTOMER))
     wait_for("meterflow_parked_total", 1)
     send_grant(kafka_bootstrap, env["METERFLOW_CREDIT_GRANTS_TOPIC"])
     wait_for('meterflow_parked_grants_total{action="parked"}', 1)
     with sender:
-        sender.send(usage("parked-2", NOW - timedelta(minutes=5), 10))
-        sender.send(usage("ghost-1", NOW - timedelta(minutes=5), 10, "cust-ghost"))
+        sender.send(image_event("parked-2", NOW - timedelta(minutes=5), 10, CUSTOMER))
+        sender.send(image_event("ghost-1", NOW - timedelta(minutes=5), 10, "cust-ghost"))
     wait_for("meterflow_parked_total", 3)
     assert not [x for x in flow_metrics() if x.startswith("meterflow_events_total{")]
 
@@ -230,8 +226,8 @@ def test_parked_usage_new_customers_and_prices_in_a_running_flow(
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.splitlines()[0] == "+ price_version/list-live"
     with sender:
-        sender.send(usage("older-than-price", NOW - timedelta(minutes=50), 10))
-        sender.send(usage("after-price", NOW - timedelta(minutes=2), 10))
+        sender.send(image_event("older-than-price", NOW - timedelta(minutes=50), 10, CUSTOMER))
+        sender.send(image_event("after-price", NOW - timedelta(minutes=2), 10, CUSTOMER))
     wait_outcomes(4)
     shown = cli(env, "catalogue", "show", "--at", (NOW - timedelta(minutes=1)).isoformat())
     assert "  list-live from " + EFFECTIVE.isoformat() + " (in force)" in shown.stdout
@@ -241,10 +237,15 @@ def test_parked_usage_new_customers_and_prices_in_a_running_flow(
 
     assert tail_flow.poll() is None, "the flow stopped"
     stop_when_written(tail_flow, 4, env)
-    read = subprocess.run(
-        [sys.executable, "-c", READ], env=env, check=True, capture_output=True, text=True
+    found = query(
+        env,
+        rated="SELECT event_id, toString(amount), toString(discount), price_version, "
+        "contract_version, toString(credits_applied) FROM rated_usage "
+        "WHERE customer_id = 'cust-live'",
+        grants="SELECT grant_id, toString(amount) FROM credit_grants",
+        parked="SELECT event_id, action FROM parked_usage FINAL WHERE topic = %(grants_topic)s",
     )
-    d, found = Decimal, json.loads(read.stdout)
+    d = Decimal
     # The grant's 1.00 covers what parked-2 (0.32) and older-than-price (0.36) pay after
     # discount and 0.32 of after-price's 0.40; parked-1 came before it in the order.
     assert {row[0]: (d(row[1]), d(row[2]), *row[3:5], d(row[5])) for row in found["rated"]} == {
@@ -254,7 +255,7 @@ def test_parked_usage_new_customers_and_prices_in_a_running_flow(
         "after-price": (d("0.50"), d("0.10"), "list-live", "C-live-A1", d("0.32")),
     }
     assert [(g, d(amount)) for g, amount in found["grants"]] == [("g-live", d(1))]
-    assert found["parked"] == [["g-live", "parked"], ["g-live", "released"]]
+    assert sorted(found["parked"]) == [["g-live", "parked"], ["g-live", "released"]]
     reconciled = cli(env, "reconcile")
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
     assert "  parked       1" in reconciled.stdout.splitlines()
@@ -279,7 +280,7 @@ def test_a_meter_added_through_catalogue_apply_only_is_rated(
         "+ price_version/list-vectors",
     ]
     vectors = {
-        **usage("vectors-1", NOW - timedelta(minutes=1), 0, "cust-0001"),
+        **image_event("vectors-1", NOW - timedelta(minutes=1), 0, "cust-0001"),
         "meter": "vector.storage",
         "model": "pgvector",
         "provider": "self-hosted",
@@ -292,41 +293,18 @@ def test_a_meter_added_through_catalogue_apply_only_is_rated(
         sender.send({**vectors, "event_id": "vectors-2", "quantities": {"writes": 3}})
     wait_outcomes(2)
     stop_when_written(tail_flow, 1, env)
-    read = subprocess.run(
-        [sys.executable, "-c", READ_METER], env=env, check=True, capture_output=True, text=True
-    )
-    assert json.loads(read.stdout) == {
+    assert query(
+        env,
+        rated="SELECT event_id, quantities, toString(amount), price_version FROM rated_usage "
+        "WHERE meter = 'vector.storage'",
+        dead="SELECT event_id, reason FROM dead_letters WHERE customer_id = 'cust-0001'",
+    ) == {
         "rated": [["vectors-1", {"queries": 1, "vector_mb_hours": 500}, "1.01", "list-vectors"]],
         "dead": [["vectors-2", "unknown_dimension"]],
     }
 
 
-READ_METER = """
-import json
-from flows.grants import grant_record
-from flows.settings import Settings
-from sinks.clickhouse import connect
-s = Settings()
-c = connect(s.clickhouse_dsn, s.clickhouse_database)
-rated = c.query("SELECT event_id, quantities, toString(amount), price_version FROM rated_usage "
-                "WHERE meter = 'vector.storage'").result_rows
-dead = c.query("SELECT event_id, reason FROM dead_letters WHERE customer_id = 'cust-0001'")
-print(json.dumps({"rated": rated, "dead": dead.result_rows}))
-"""
-
-
 Sent = tuple[str, int, str | None, dict[str, str], int, int, int]
-READ_SEARCH = """
-import json
-from flows.settings import Settings
-from sinks.clickhouse import connect
-s = Settings()
-c = connect(s.clickhouse_dsn, s.clickhouse_database)
-rated = c.query("SELECT tiers[1] AS priced, sumMap(quantities), toString(sum(amount)) "
-                "FROM rated_usage WHERE meter = 'vector.search' GROUP BY priced").result_rows
-dead = c.query("SELECT event_id, reason FROM dead_letters WHERE customer_id = 'cust-0001'")
-print(json.dumps({"rated": rated, "dead": dead.result_rows}))
-"""
 
 
 def test_a_meter_of_max_latest_and_unique_count_priced_by_region(
@@ -364,15 +342,18 @@ def test_a_meter_of_max_latest_and_unique_count_priced_by_region(
         for event_id, minutes, region, properties, peak, index, scanned in sent:
             quantities = {"queries": 1, "users": 1, "peak_mb": peak, "index_mb": index}
             sender.send({
-                **usage(event_id, NOW - timedelta(minutes=minutes), 0, "cust-0001"),
+                **image_event(event_id, NOW - timedelta(minutes=minutes), 0, "cust-0001"),
                 "meter": "vector.search", "model": "hnsw", "provider": "pgvector",
                 "region": region, "properties": properties,
                 "quantities": {**quantities, "scanned": scanned},
             })  # fmt: skip
     wait_outcomes(len(sent))
     stop_when_written(tail_flow, 5, env)
-    read = subprocess.run(
-        [sys.executable, "-c", READ_SEARCH], env=env, check=True, capture_output=True, text=True
+    found = query(
+        env,
+        rated="SELECT tiers[1] AS priced, sumMap(quantities), toString(sum(amount)) "
+        "FROM rated_usage WHERE meter = 'vector.search' GROUP BY priced",
+        dead="SELECT event_id, reason FROM dead_letters WHERE customer_id = 'cust-0001'",
     )
 
     def priced(group: list[Sent], rates: dict[str, Decimal]) -> tuple[dict[str, int], Decimal]:
@@ -389,7 +370,6 @@ def test_a_meter_of_max_latest_and_unique_count_priced_by_region(
 
     eu = priced([e for e in sent if e[2] == "eu-west"], EU_RATES)
     default = priced([e for e in sent if e[0] in ("q3", "q4")], RATES)
-    found = json.loads(read.stdout)
     rated = {note: (quantities, Decimal(total)) for note, quantities, total in found["rated"]}
     assert rated == {"where region: default": default, "where region=eu-west": eu}
     assert found["dead"] == [["q5", "filtered_out"]]
@@ -404,20 +384,6 @@ versions:
     prices:
       - {{meter: image.generation, model: sdxl-lightning, rates: {{images: 0.02}}}}
 """
-READ_REDRIVE = """
-import json
-from flows.grants import grant_record
-from flows.settings import Settings
-from sinks.clickhouse import connect
-s = Settings()
-c = connect(s.clickhouse_dsn, s.clickhouse_database)
-rated = c.query("SELECT event_id, toString(amount), topic, redrive_of FROM rated_usage "
-                "WHERE model = 'sdxl-lightning' ORDER BY event_id").result_rows
-dead = c.query("SELECT event_id, reason, concat(topic, '/', toString(partition), '/', "
-               "toString(offset)) FROM dead_letters ORDER BY event_id").result_rows
-duplicates = c.query("SELECT event_id, topic FROM duplicates").result_rows
-print(json.dumps({"rated": rated, "dead": dead, "duplicates": duplicates}))
-"""
 
 
 def test_redrive_rates_fixed_dead_letters_exactly_once(
@@ -431,7 +397,7 @@ def test_redrive_rates_fixed_dead_letters_exactly_once(
     `redrive` twice and a redrive record sent again by hand: each is rated once."""
     turbo = [
         {
-            **usage(f"turbo-{i}", NOW - timedelta(minutes=5), 10, "cust-0001"),
+            **image_event(f"turbo-{i}", NOW - timedelta(minutes=5), 10, "cust-0001"),
             "model": "sdxl-lightning",
         }
         for i in (1, 2)
@@ -463,10 +429,14 @@ def test_redrive_rates_fixed_dead_letters_exactly_once(
     wait_for("meterflow_duplicates_total", 1)
     stop_when_written(tail_flow, 2, env)
 
-    read = subprocess.run(
-        [sys.executable, "-c", READ_REDRIVE], env=env, check=True, capture_output=True, text=True
+    result = query(
+        env,
+        rated="SELECT event_id, toString(amount), topic, redrive_of FROM rated_usage "
+        "WHERE model = 'sdxl-lightning' ORDER BY event_id",
+        dead="SELECT event_id, reason, concat(topic, '/', toString(partition), '/', "
+        "toString(offset)) FROM dead_letters ORDER BY event_id",
+        duplicates="SELECT event_id, topic FROM duplicates",
     )
-    result = json.loads(read.stdout)
     originals = {event_id: where for event_id, reason, where in result["dead"]}
     assert {reason for _, reason, _ in result["dead"]} == {"unknown_model"}
     assert result["rated"] == [

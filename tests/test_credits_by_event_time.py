@@ -28,6 +28,7 @@ from flows.settings import Settings
 from infra import stack
 from schemas.producer import UsageProducer
 from schemas.serde import Encoder
+from tests.image_events import image_event
 
 pytestmark = pytest.mark.stack
 
@@ -58,23 +59,6 @@ CREDITS = {"e1": "1", "e2": "1", "e3": "1", "e4": "1", "e5": "1", "e6": "1", "e8
 BILLABLE = {"e0": "0.5", "e7": "1", "e9": "1"}
 
 
-def record(event_id: str, at: datetime, images: int, customer: str = CUSTOMER) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "timestamp": at,
-        "customer_id": customer,
-        "project_id": None,
-        "feature": None,
-        "meter": "image.generation",
-        "model": "sdxl",
-        "provider": "stability",
-        "mode": "realtime",
-        "quantities": {"images": images},
-        "properties": {},
-        "region": None,
-    }
-
-
 @pytest.fixture(scope="module")
 def topics(
     settings: Settings,
@@ -97,9 +81,9 @@ def topics(
     at = T0 - timedelta(hours=2)
     with UsageProducer(kafka_bootstrap, usage, Encoder(registry_client)) as sender:
         for event_id, event_at, images in USAGE:
-            sender.send(record(event_id, event_at, images))
+            sender.send(image_event(event_id, event_at, images, CUSTOMER))
         for i in range(FILLER):
-            sender.send(record(f"f{i}", at + timedelta(seconds=i), 1, "cust-0001"))
+            sender.send(image_event(f"f{i}", at + timedelta(seconds=i), 1, "cust-0001"))
     assert sender.report.delivered == FILLER + len(USAGE) and not sender.report.failed
     return usage, grants
 
