@@ -220,8 +220,11 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, SinkState]):
         self._on_flush(inserted, time.monotonic() - started)
 
     def _write(self, table: str, ranges: Ranges, batches: list[pa.RecordBatch]) -> pa.Table:
-        """One block: the same rows in the same order under the same token, whichever run."""
-        rows = pa.Table.from_batches(batches)
+        """One block: the same rows in the same order under the same token, whichever run.
+        One Arrow batch: ClickHouse names each batch of an insert by the token and its
+        ordinal, so the same rows in batches cut elsewhere (a replay reads Kafka in
+        batches of its own size) would be new blocks."""
+        rows = pa.Table.from_batches(batches).combine_chunks()
         settings = {**_INSERT, "insert_deduplication_token": token(table, ranges)}
         self._client.insert_arrow(table, rows, settings=settings)
         return rows

@@ -3,6 +3,8 @@
 import pickle
 from datetime import UTC, datetime
 
+import pytest
+
 from sinks.batch import SinkBatch
 from sinks.clickhouse import connect, migrate
 from sinks.tables import DUPLICATES, RAW_EVENTS
@@ -79,6 +81,36 @@ def test_replay_after_a_crash_writes_each_row_once(clickhouse_dsn: str, database
 
     resumed = sink.build_part("out", "clickhouse", snapshot)
     resumed.write_batch([raw_batch("usage/0", range(10, 20))])
+    resumed.close()
+
+    rows = client.query(f"SELECT count(), uniqExact(offset), max(offset) FROM {RAW_EVENTS}")
+    assert rows.result_rows == [(20, 20, 19)]
+
+
+@pytest.mark.parametrize(
+    ("written", "replayed"),
+    [
+        ([range(10, 13), range(13, 15)], [range(10, 20)]),
+        ([range(10, 15)], [range(10, 12), range(12, 20)]),
+    ],
+    ids=["written-in-two-batches", "replayed-in-two-batches"],
+)
+def test_a_block_replayed_in_other_batches_is_still_written_once(
+    clickhouse_dsn: str, database: str, written: list[range], replayed: list[range]
+) -> None:
+    """ClickHouse's token names each Arrow batch of an insert (the same rows in two
+    batches are two new blocks), and a replay reads Kafka in batches of its own size."""
+    client = connect(clickhouse_dsn, database)
+    sink = ClickHouseSink(lambda: client, flush_rows=1_000_000, flush_seconds=3600)
+    first = sink.build_part("out", "clickhouse", None)
+    first.write_batch([raw_batch("usage/0", range(0, 10))])
+    snapshot = first.snapshot()
+    first.write_batch([raw_batch("usage/0", offsets) for offsets in written])
+    first.close()  # one block of rows 10..14, landed; then the process dies
+
+    resumed = sink.build_part("out", "clickhouse", snapshot)
+    for offsets in replayed:
+        resumed.write_batch([raw_batch("usage/0", offsets)])
     resumed.close()
 
     rows = client.query(f"SELECT count(), uniqExact(offset), max(offset) FROM {RAW_EVENTS}")
