@@ -10,8 +10,8 @@ a crash the resumed sink reads the blocks recorded past its snapshot and, as the
 replay brings their rows again, inserts each block once more with the same token:
 ClickHouse skips a block it already has, in the table and, with
 `deduplicate_blocks_in_dependent_materialized_views`, in each view on its own, so a
-view that missed a block under a kill gets it then. Rows past the recorded blocks
-are new. A snapshot does not wait for the inserts it started: it holds the rows of
+view that missed a block under a kill gets it then; a snapshot taken while a block
+is being refilled holds the rows it has taken. Rows past the recorded blocks are new. A snapshot does not wait for the inserts it started: it holds the rows of
 every flush still in flight (as Arrow IPC), and a resume inserts them again first, under
 the same tokens, so a crash before they landed loses nothing and one after changes
 nothing. Tables remember the tokens of their last 10,000 blocks
@@ -82,19 +82,9 @@ class _Flush:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.blocks = {
-            table: (ranges, pa.ipc.open_stream(rows).read_all().to_batches())
-            for table, (ranges, rows) in state["blocks"].items()
+            table: (ranges, _batches(rows)) for table, (ranges, rows) in state["blocks"].items()
         }
         self.record = state["record"]
-
-
-@dataclass(frozen=True)
-class SinkState:
-    """What a partition resumes with: the highest position of each stream it has handed
-    to ClickHouse, and the flushes not yet known to have landed."""
-
-    floors: Floors
-    in_flight: list[_Flush]
 
 
 @dataclass
@@ -119,6 +109,30 @@ class _Block:
     def complete(self) -> bool:
         return self.filled == self.ranges.keys()
 
+    def __getstate__(self) -> dict[str, object]:
+        return {
+            "table": self.table,
+            "ranges": self.ranges,
+            "rows": {stream: _ipc(batches) for stream, batches in self.rows.items()},
+            "filled": self.filled,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.table, self.ranges, self.filled = state["table"], state["ranges"], state["filled"]
+        self.rows = {stream: _batches(rows) for stream, rows in state["rows"].items()}
+
+
+@dataclass(frozen=True)
+class SinkState:
+    """What a partition resumes with: the highest position of each stream it has handed
+    to ClickHouse, the flushes not yet known to have landed, and the recorded blocks a
+    replay was refilling: the rows they have taken come before the snapshot, so no
+    replay from it brings them again."""
+
+    floors: Floors
+    in_flight: list[_Flush]
+    refilling: list[_Block]
+
 
 class _ClickHousePartition(StatefulSinkPartition[SinkBatch, SinkState]):
     def __init__(
@@ -132,7 +146,7 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, SinkState]):
     ):
         self._client = client
         self._floors = resume.floors
-        self._redo = _recorded_blocks(client, self._floors, owns)
+        self._redo = _recorded_blocks(client, self._floors, owns, resume.refilling)
         self._inserts = _Inserts(self._run)
         for flush in resume.in_flight:
             self._inserts.submit(flush)
@@ -231,16 +245,19 @@ class _ClickHousePartition(StatefulSinkPartition[SinkBatch, SinkState]):
 
     def snapshot(self) -> SinkState:
         """Flush first: a snapshot must never cover rows that exist only in memory. It
-        does not wait for the inserts: it holds the flushes still in flight. A block
-        still being refilled holds its streams' floors below it, so a later resume redoes it."""
+        does not wait for the inserts: it holds the flushes still in flight, and the
+        blocks still being refilled with the rows they have taken. Such a block holds its
+        unfilled streams' floors below it, so a resume finds it again."""
         self.flush()
         floors = {table: dict(streams) for table, streams in self._floors.items()}
+        refilling: dict[int, _Block] = {}
         for (table, stream), pending in self._redo.items():
             if pending:
                 first, _ = pending[0].ranges[stream]
                 known = floors.setdefault(table, {})
                 known[stream] = min(known.get(stream, -1), first - 1)
-        return SinkState(floors, self._inserts.in_flight())
+            refilling.update((id(block), block) for block in pending if block.rows)
+        return SinkState(floors, self._inserts.in_flight(), list(refilling.values()))
 
     def close(self) -> None:
         self.flush()
@@ -292,6 +309,11 @@ def _ipc(batches: list[pa.RecordBatch]) -> pa.Buffer:
     return sink.getvalue()
 
 
+def _batches(ipc: pa.Buffer) -> list[pa.RecordBatch]:
+    batches: list[pa.RecordBatch] = pa.ipc.open_stream(ipc).read_all().to_batches()
+    return batches
+
+
 def _positions(rows: pa.RecordBatch) -> np.ndarray[tuple[int], np.dtype[np.uint64]]:
     positions: np.ndarray[tuple[int], np.dtype[np.uint64]] = rows.column("position").to_numpy()
     return positions
@@ -307,11 +329,13 @@ def _part_of(stream: str, partitions: int) -> int:
 
 
 def _recorded_blocks(
-    client: Client, floors: Floors, owns: Callable[[str], bool]
+    client: Client, floors: Floors, owns: Callable[[str], bool], refilling: list[_Block]
 ) -> dict[tuple[str, str], list[_Block]]:
     """This partition's blocks recorded past its snapshot's floors, each listed under its
-    streams in position order; rows are deterministic, so their order is the order of
-    their ranges. A block is one partition's, so its first stream tells whose."""
+    streams in position order, a block the snapshot was refilling with the rows it had
+    taken; rows are deterministic, so their order is the order of their ranges. A block
+    is one partition's, so its first stream tells whose."""
+    held = {(block.table, token(block.table, block.ranges)): block for block in refilling}
     result = client.query(
         f"""
         SELECT target, streams, firsts, lasts FROM {BLOCKS} FINAL
@@ -328,11 +352,11 @@ def _recorded_blocks(
     for table, streams, firsts, lasts in result.result_rows:
         if not owns(streams[0]):
             continue
-        block = _Block(
-            table, {s: (lo, hi) for s, lo, hi in zip(streams, firsts, lasts, strict=True)}
-        )
+        ranges = {s: (lo, hi) for s, lo, hi in zip(streams, firsts, lasts, strict=True)}
+        block = held.get((table, token(table, ranges))) or _Block(table, ranges)
         for stream in streams:
-            redo.setdefault((table, stream), []).append(block)
+            if stream not in block.filled:
+                redo.setdefault((table, stream), []).append(block)
     for (_, stream), pending in redo.items():
         pending.sort(key=lambda b, s=stream: b.ranges[s][0])  # type: ignore[misc]
     return redo
@@ -373,7 +397,7 @@ class ClickHouseSink(FixedPartitionedSink[SinkBatch, SinkState]):
         return _ClickHousePartition(
             self._connect(),
             lambda stream: _part_of(stream, self._partitions) == index,
-            resume_state or SinkState({}, []),
+            resume_state or SinkState({}, [], []),
             self._flush_rows,
             self._flush_seconds,
             self._on_flush,

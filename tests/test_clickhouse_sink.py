@@ -8,7 +8,7 @@ import pytest
 from sinks.batch import SinkBatch
 from sinks.clickhouse import connect, migrate
 from sinks.tables import DUPLICATES, RAW_EVENTS
-from sinks.writer import ClickHouseSink
+from sinks.writer import BLOCKS, ClickHouseSink, token
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -115,6 +115,35 @@ def test_a_block_replayed_in_other_batches_is_still_written_once(
 
     rows = client.query(f"SELECT count(), uniqExact(offset), max(offset) FROM {RAW_EVENTS}")
     assert rows.result_rows == [(20, 20, 19)]
+
+
+def test_a_snapshot_holds_the_rows_of_a_block_half_refilled(
+    clickhouse_dsn: str, database: str
+) -> None:
+    """A block recorded but never inserted (the kill came between the two), refilled by
+    a replay that reaches a snapshot with one stream's rows in and the other's not: a
+    second crash there must not lose the rows the block already took, since no replay
+    from that snapshot brings them again."""
+    client = connect(clickhouse_dsn, database)
+    ranges = {"usage/0": (0, 9), "usage/1": (0, 9)}
+    client.insert(
+        BLOCKS,
+        [[RAW_EVENTS, token(RAW_EVENTS, ranges), list(ranges), [0, 0], [9, 9]]],
+        column_names=["target", "token", "streams", "firsts", "lasts"],
+    )
+    sink = ClickHouseSink(lambda: client, flush_rows=1_000_000, flush_seconds=3600)
+    refilling = sink.build_part("out", "clickhouse", None)
+    refilling.write_batch([raw_batch("usage/0", range(0, 10))])
+    snapshot = pickle.loads(pickle.dumps(refilling.snapshot()))  # then the second crash
+
+    resumed = sink.build_part("out", "clickhouse", snapshot)
+    resumed.write_batch([raw_batch("usage/1", range(0, 10)), raw_batch("usage/0", range(10, 15))])
+    resumed.close()
+
+    rows = client.query(
+        f"SELECT stream, count(), uniqExact(offset) FROM {RAW_EVENTS} GROUP BY ALL ORDER BY stream"
+    )
+    assert rows.result_rows == [("usage/0", 15, 15), ("usage/1", 10, 10)]
 
 
 def test_a_snapshot_holds_the_flushes_still_in_flight(clickhouse_dsn: str, database: str) -> None:
