@@ -11,13 +11,14 @@ replay brings their rows again, inserts each block once more with the same token
 ClickHouse skips a block it already has, in the table and, with
 `deduplicate_blocks_in_dependent_materialized_views`, in each view on its own, so a
 view that missed a block under a kill gets it then; a snapshot taken while a block
-is being refilled holds the rows it has taken. Rows past the recorded blocks are new. A snapshot does not wait for the inserts it started: it holds the rows of
-every flush still in flight (as Arrow IPC), and a resume inserts them again first, under
-the same tokens, so a crash before they landed loses nothing and one after changes
-nothing. Tables remember the tokens of their last 10,000 blocks
-(`non_replicated_deduplication_window`), far more than a snapshot interval makes;
-a flow whose recovery store is lost while its database is kept would re-insert blocks
-older than that, so a recovery store lives as long as its database.
+is being refilled holds the rows it has taken. Rows past the recorded blocks are new.
+A snapshot does not wait for the inserts it started: it holds the rows of every flush
+still in flight (as Arrow IPC), and a resume inserts them again first, under the same
+tokens, so a crash before they landed loses nothing and one after changes nothing.
+Tables remember the tokens of their last 10,000 blocks
+(`non_replicated_deduplication_window`), far more than a snapshot interval makes; a flow
+whose recovery store is lost while its database is kept would re-insert blocks older
+than that, so a recovery store lives as long as its database.
 """
 
 from __future__ import annotations

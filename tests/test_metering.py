@@ -133,13 +133,14 @@ def test_accumulators_of_periods_past_the_horizon_are_forgotten_and_later_rating
     state = ShardState(DedupeWindow(24 * HOUR_US))
     november, december = datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 12, 5, tzinfo=UTC)
     shard_meter.meter("shard-000", state, consumed([event("nov", november)]))
-    periods = {key[0] for key in state.rating.customers["cust-0001"].usage}
+    rated = state.rating.customers["cust-0001"]
+    periods = {key[0] for key in (*rated.usage, *rated.quantities)}
     assert len(periods) == 1
 
     first, _ = run(shard_meter, state, consumed([event("dec-1", december)]))
     fresh = ShardState(DedupeWindow(24 * HOUR_US))
     alone, _ = run(shard_meter, fresh, consumed([event("dec-1", december)]))
-    assert {key[0] for key in state.rating.customers["cust-0001"].usage}.isdisjoint(periods)
+    assert {key[0] for key in (*rated.usage, *rated.quantities)}.isdisjoint(periods)
     assert first[RATED_USAGE][0]["amount"] == alone[RATED_USAGE][0]["amount"]
 
 

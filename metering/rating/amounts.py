@@ -16,11 +16,14 @@ from metering.rating.money import STEP, ZERO, fmt, q18, q18_down
 from metering.rating.periods import Proration
 from metering.rating.resolve import Resolution
 from metering.rating.state import CustomerState, Pool, Tally
-from metering.rating.tiers import Schedule
+from metering.rating.tiers import Kind, Schedule
 from schemas.event import UsageEvent
 
 Members = list[tuple[str, int, Decimal]]
 """A pool's dimensions in one event: dimension, quantity and gross amount."""
+
+_UNPRICED = Schedule(Kind.FLAT, 1, (None,), (ZERO,))
+"""A dimension its price does not name: rated at zero, its quantity kept."""
 
 
 def flat(
@@ -30,19 +33,24 @@ def flat(
     start: int,
     ev: UsageEvent,
 ) -> dict[str, Decimal]:
-    """One rate per dimension on the period's cumulative quantity: no tiers, no proration."""
-    usage = cs.usage
+    """One rate per dimension on the period's cumulative quantity: no tiers, no proration.
+    A unit price on the 1e-18 grid prices each quantity on its own (Q(F(after)) -
+    Q(F(before)) is exactly quantity x unit); the period keeps only the quantity."""
+    usage, quantities = cs.usage, cs.quantities
     amounts = {}
     for dim, q in ev.quantities.items():
         key = (start, rid, dim)
+        schedule = schedules.get(dim, _UNPRICED)
+        unit = schedule.unit
+        if unit is not None:
+            quantities[key] = quantities.get(key, 0) + q
+            amounts[dim] = (q * unit).quantize(STEP) if unit else ZERO
+            continue
         tally = usage.get(key)
         if tally is None:
             tally = usage[key] = Tally()
         after = tally.quantity + q
-        schedule = schedules.get(dim)
-        new = (
-            ZERO if schedule is None else (after * schedule.rates[0] / schedule.per).quantize(STEP)
-        )
+        new = (after * schedule.rates[0] / schedule.per).quantize(STEP)
         amounts[dim] = new - tally.amount
         tally.quantity, tally.amount = after, new
     return amounts

@@ -28,8 +28,7 @@ def uncorrectable(
     elif res.charge is not None:
         return f"a {res.charge.kind} charge is per transaction: it cannot be corrected by quantity"
     for dim, q in ev.quantities.items():
-        tally = cs.usage.get((start, rid, dim))
-        rated = 0 if tally is None else tally.quantity
+        rated = cs.rated((start, rid, dim))
         if rated + q < 0:
             return f"it would take {dim} of the period below zero ({rated} rated, correction {q})"
     return None

@@ -95,6 +95,9 @@ V = TypeVar("V")
 class CustomerState(PickledByPosition):
     usage: dict[PeriodKey, Tally] = field(default_factory=dict)
     """(period, price resolution, dimension) -> list-price tally."""
+    quantities: dict[PeriodKey, int] = field(default_factory=dict)
+    """(period, price resolution, dimension) -> quantity rated, for a flat schedule whose
+    unit price is exact (`Schedule.unit`): no amount to keep, each line's is its own."""
     costs: dict[PeriodKey, Tally] = field(default_factory=dict)
     """(period, cost resolution, dimension) -> cost tally."""
     carried: dict[tuple[int, str], Carried] = field(default_factory=dict)
@@ -114,8 +117,14 @@ class CustomerState(PickledByPosition):
     """How many credit_low alerts have fired: part of the next one's id."""
     low_armed: bool = True
 
+    def rated(self, key: PeriodKey) -> int:
+        """The quantity a period has rated under a price resolution, however it is kept."""
+        tally = self.usage.get(key)
+        return self.quantities.get(key, 0) if tally is None else tally.quantity
+
     def forget_before(self, period_start_us: int) -> None:
         _forget(self.usage, period_start_us)
+        _forget(self.quantities, period_start_us)
         _forget(self.costs, period_start_us)
         _forget(self.aggregates, period_start_us)
         _forget(self.carried, period_start_us)

@@ -19,7 +19,7 @@ period (proration).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
 
@@ -50,6 +50,13 @@ class Schedule:
     fees: tuple[Decimal, ...] = ()
     packages: tuple[int | None, ...] = ()
     free: int = 0
+    unit: Decimal | None = field(init=False, compare=False, repr=False)
+    """A flat schedule's price of one base unit where it lies on the 1e-18 grid: every
+    quantity's amount is then exactly quantity x unit, whatever the period held before,
+    so rating keeps no amount for it (`metering.rating.amounts.flat`)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unit", _exact_unit(self))
 
     @property
     def flat(self) -> bool:
@@ -160,6 +167,16 @@ class Schedule:
             if upper is None or quantity <= upper:
                 return i
         raise AssertionError("the last band is unbounded")
+
+
+def _exact_unit(schedule: Schedule) -> Decimal | None:
+    if schedule.kind is not Kind.FLAT or schedule.free:
+        return None
+    rate, per = schedule.rates[0], schedule.per
+    unit = CONTEXT.divide(rate, per)
+    if CONTEXT.multiply(unit, per) != rate or q18(unit) != unit:
+        return None
+    return unit
 
 
 def _band(lower: Decimal, upper: Decimal | None) -> str:

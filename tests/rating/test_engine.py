@@ -309,7 +309,7 @@ def test_forget_before_drops_closed_periods_only(engine: RatingEngine) -> None:
     )
     state.forget_before(NOV)
     capped = state.customers["capped"]
-    assert {key[0] for key in capped.usage} == {1_793_491_200_000_000}
+    assert {key[0] for key in capped.quantities} == {1_793_491_200_000_000}
     assert list(capped.budgets) == [1_793_491_200_000_000]
 
 

@@ -165,7 +165,8 @@ def test_each_contract_version_keeps_its_own_names(
     own = {"g1": {"G-1"}, "g2": {"G-2"}, "g3": {"G-3", "G-3-A1"}, "own-rates": {"OWN-1"}}
     for customer, versions in own.items():
         tallies = state.customers[customer]
-        assert {rid.split("|")[0] for _, rid, _ in tallies.usage} == versions, customer
+        rated = (*tallies.usage, *tallies.quantities)
+        assert {rid.split("|")[0] for _, rid, _ in rated} == versions, customer
         pooled = set() if customer == "own-rates" else versions
         assert {version for _, version, _ in tallies.pools} == pooled, customer
     # Alike on the 1st, g1 and g3 differ after G-3-A1: g1 has used 2M of its 3M, g3 1M
