@@ -29,8 +29,12 @@ def test_bench_customers_prints_its_figures(capsys: pytest.CaptureFixture[str]) 
             "customers_rated",
             "events_per_second",
             "seen_events_per_second",
+            "skewed_events_per_second",
+            "skewed_seen_events_per_second",
         )
-    ] + ["rating.customers_300_to_24", "rating.customers_300_to_24.seen"]
+    ] + [
+        f"rating.customers_300_to_24{suffix}" for suffix in ("", ".seen", ".skewed", ".skewed_seen")
+    ]
     assert figures["rating.customers_24.customers_rated"] == "24"
     assert 24 < int(figures["rating.customers_300.customers_rated"]) <= 300
     assert float(figures["rating.customers_300_to_24"]) == round(share, 3) > 0
