@@ -62,6 +62,8 @@ class FaultReport:
     expected: int
     lost: int
     doubled: int
+    raw_doubled: int
+    """Records the raw log holds more than once (a block inserted again under new ids)."""
     views_short: int
     lines_differing: int
     reconciled: bool
@@ -69,7 +71,13 @@ class FaultReport:
 
     @property
     def clean(self) -> bool:
-        faults = (self.lost, self.doubled, self.views_short, self.lines_differing)
+        faults = (
+            self.lost,
+            self.doubled,
+            self.raw_doubled,
+            self.views_short,
+            self.lines_differing,
+        )
         return self.reconciled and not any(faults)
 
     def figures(self) -> dict[str, float]:
@@ -78,6 +86,7 @@ class FaultReport:
             "events": self.expected,
             "lost": self.lost,
             "doubled": self.doubled,
+            "raw_doubled": self.raw_doubled,
             "views_short": self.views_short,
             "lines_differing": self.lines_differing,
             "reconciled": int(self.reconciled),
@@ -123,6 +132,7 @@ def run_faults(settings: Settings, spec: FaultSpec, workdir: Path) -> FaultRepor
         expected=len(expected),
         lost=sum(1 for event_id in expected if event_id not in counts),
         doubled=sum(n - 1 for n in counts.values() if n > 1),
+        raw_doubled=after["raw_doubled"],
         views_short=sum(abs(n) for n in after["views_short"].values()),
         lines_differing=lines_differing + abs(len(before["lines"]) - len(after["lines"])),
         reconciled=_meterflow(crashed, "reconcile", check=False) == 0,
@@ -261,6 +271,7 @@ def _dump() -> None:
     settings = Settings()
     client = connect(settings.clickhouse_dsn, settings.clickhouse_database)
     counts = client.query("SELECT event_id, count() FROM rated_usage GROUP BY event_id")
+    raw = client.query("SELECT count() - uniqExact(topic, partition, offset) FROM raw_events")
     lines = client.query(
         """
         SELECT event_id, stream, position, toString(amount), toString(credits_applied),
@@ -273,6 +284,7 @@ def _dump() -> None:
             {
                 "counts": {row[0]: row[1] for row in counts.result_rows},
                 "lines": {row[0]: list(row[1:]) for row in lines.result_rows},
+                "raw_doubled": raw.result_rows[0][0],
                 "views_short": views_short(client),
             }
         )
