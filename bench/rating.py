@@ -74,7 +74,8 @@ def bench_customers(customers: int = 100_000, events: int = 200_000, rounds: int
     customers each has thousands of events; with 100,000 each has about two, so most
     events are their customer's first (its rating state and its price resolutions start
     cold), as when a flow meets many customers. `skewed`: drawn by rank as the load
-    generator draws them (rank^-1.2, a few customers send most events). Returns the
+    generator draws them (rank^-1.2 among the catalogue's customers, so the terms' mix
+    is the catalogue's own; a few customers send most events). Returns the
     uniform rate with many customers as a share of the rate with 24.
     `seen_events_per_second` rates the same events again, a few days later in the same
     period, on the state they left: customers a flow has met already.
@@ -82,6 +83,8 @@ def bench_customers(customers: int = 100_000, events: int = 200_000, rounds: int
     Each figure is the best of `rounds` (a fresh engine and state each), the two
     catalogues taking turns: this machine's speed drifts by half between runs, so one
     run of each says more about the moment than about the catalogue.
+
+    `floor_ns`: the memory cost of the catalogue's size alone (`_floor_ns`).
 
     `catalogue_seconds` is what a flow spends on the customers' records as the catalogue
     topic carries them: each read (JSON to a checked definition) and applied to the seed
@@ -108,23 +111,39 @@ def _bench_customers(customers: int, events: int, rounds: int) -> float:
             spread = [_token_event(rng, i, customer_id(pick())) for i in range(events)]
             draws[count, mix] = spread, _later(spread)
     best: dict[tuple[int, str], int] = {}
+    floor: dict[int, float] = {}
     for _ in range(rounds):
         for (count, mix), (spread, later) in draws.items():
             engine, state = RatingEngine(books[count]), RatingState()
             for name, batch in ((mix, spread), (f"{mix}seen_", later)):
                 rate = _rate(engine, state, batch)
                 best[count, name] = max(best.get((count, name), 0), rate)
+        for count in counts:
+            ns = _floor_ns(count, draws[count, ""][1])
+            floor[count] = min(floor.get(count, ns), ns)
     for count in counts:
         rated = len({e.customer_id for e in draws[count, ""][0]})
         print(f"rating.customers_{count}.catalogue_seconds {built[count]:.3f}")
         print(f"rating.customers_{count}.customers_rated {rated}")
         for name in ("", "seen_", "skewed_", "skewed_seen_"):
             print(f"rating.customers_{count}.{name}events_per_second {best[count, name]}")
+        print(f"rating.customers_{count}.floor_ns {floor[count]:.0f}")
     for name in ("", "seen_", "skewed_", "skewed_seen_"):
         share = best[customers, name] / best[_FEW, name]
         suffix = f".{name.rstrip('_')}" if name else ""
         print(f"rating.customers_{customers}_to_{_FEW}{suffix} {share:.3f}")
     return best[customers, ""] / best[_FEW, ""]
+
+
+def _floor_ns(count: int, events: list[UsageEvent]) -> float:
+    """What rating must do an event whatever its design, in plain Python freshly made:
+    find the customer among `count` and add to a quantity it keeps. The difference
+    between 24 customers and 100,000 is the memory's alone, a floor under rating's own."""
+    customers = {customer_id(n): [0] for n in range(1, count + 1)}
+    started = time.process_time()
+    for event in events:
+        customers[event.customer_id][0] += 1
+    return (time.process_time() - started) / len(events) * 1e9
 
 
 def _later(events: list[UsageEvent]) -> list[UsageEvent]:
@@ -159,20 +178,12 @@ def _uniform(
 def _skewed(
     rng: random.Random, on_terms: dict[str | None, list[int]], population: int
 ) -> Callable[[], int]:
-    """Ranks drawn as the load generator draws customers; a catalogue of them all rates
-    the rank itself, a smaller one a customer on its terms."""
-    ranks = range(1, population + 1)
+    """Customers drawn by rank as the load generator draws them, from the catalogue's
+    own: the same few send most events with 24 customers or 100,000, the larger
+    catalogue adding a long tail."""
+    ranks = range(1, sum(len(same) for same in on_terms.values()) + 1)
     weights = list(accumulate(rank**-1.2 for rank in ranks))
-    known = sum(len(same) for same in on_terms.values())
-
-    def pick() -> int:
-        rank = rng.choices(ranks, cum_weights=weights)[0]
-        if known == population:
-            return rank
-        same = on_terms[plan_of(rank)]
-        return same[rng.randrange(len(same))]
-
-    return pick
+    return lambda: rng.choices(ranks, cum_weights=weights)[0]
 
 
 _MIXES: dict[str, Draw] = {"": _uniform, "skewed_": _skewed}

@@ -31,6 +31,7 @@ def test_bench_customers_prints_its_figures(capsys: pytest.CaptureFixture[str]) 
             "seen_events_per_second",
             "skewed_events_per_second",
             "skewed_seen_events_per_second",
+            "floor_ns",
         )
     ] + [
         f"rating.customers_300_to_24{suffix}" for suffix in ("", ".seen", ".skewed", ".skewed_seen")
