@@ -275,8 +275,7 @@ class ShardMeter:
             order_ms = f.consumed.origin.order_ms
             key = (f.consumed.event.customer_id, f.consumed.event.event_id)
             line = rated.get(key)
-            if live is not None and live.parking_due(state.parked, order_ms):
-                self._unpark_expired(batch, order_ms)
+            self._evict(batch, order_ms)
             if line is None and live is not None and live.parks(rejected[key]):
                 self._park(batch, f.consumed)
             elif line is None:
