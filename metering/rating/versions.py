@@ -25,9 +25,6 @@ class Span(Generic[V]):
     end_us: int
     value: V
 
-    def covers(self, ts_us: int) -> bool:
-        return self.start_us <= ts_us < self.end_us
-
 
 class Versions(Generic[K, V]):
     """Cumulative snapshots of an entry table, one per version, oldest first."""
@@ -56,7 +53,7 @@ class Versions(Generic[K, V]):
 
 def find(spans: list[Span[V]], ts_us: int) -> V | None:
     """The value of the span covering `ts_us`; spans are few, so a scan is fastest (twice
-    an event: the bounds are compared here, not through `Span.covers`)."""
+    an event: the bounds are compared inline, not through a method call per span)."""
     for span in spans:
         if span.start_us <= ts_us < span.end_us:
             return span.value
