@@ -336,7 +336,7 @@ def _recorded_blocks(
     streams in position order, a block the snapshot was refilling with the rows it had
     taken; rows are deterministic, so their order is the order of their ranges. A block
     is one partition's, so its first stream tells whose."""
-    held = {(block.table, token(block.table, block.ranges)): block for block in refilling}
+    held = {token(block.table, block.ranges): block for block in refilling}
     result = client.query(
         f"""
         SELECT target, streams, firsts, lasts FROM {BLOCKS} FINAL
@@ -354,7 +354,7 @@ def _recorded_blocks(
         if not owns(streams[0]):
             continue
         ranges = {s: (lo, hi) for s, lo, hi in zip(streams, firsts, lasts, strict=True)}
-        block = held.get((table, token(table, ranges))) or _Block(table, ranges)
+        block = held.get(token(table, ranges)) or _Block(table, ranges)
         for stream in streams:
             if stream not in block.filled:
                 redo.setdefault((table, stream), []).append(block)
