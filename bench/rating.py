@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from itertools import accumulate
 
 from bench.catalogue import customer_id, customer_records, plan_of
+from bench.usage_mix import rank_weights
 from flows import collector
 from flows.catalogue import seed_catalogue
 from flows.settings import Settings
@@ -182,7 +182,7 @@ def _skewed(
     own: the same few send most events with 24 customers or 100,000, the larger
     catalogue adding a long tail."""
     ranks = range(1, sum(len(same) for same in on_terms.values()) + 1)
-    weights = list(accumulate(rank**-1.2 for rank in ranks))
+    weights = rank_weights(ranks)
     return lambda: rng.choices(ranks, cum_weights=weights)[0]
 
 

@@ -13,7 +13,15 @@ from itertools import accumulate
 from typing import Any
 
 from bench.spoiling import MALFORMED_REASONS, spoil
-from bench.usage_mix import CATALOGUE, FEATURES, REGIONS, SDKS, SHAPES, customer_ids
+from bench.usage_mix import (
+    CATALOGUE,
+    FEATURES,
+    REGIONS,
+    SDKS,
+    SHAPES,
+    customer_ids,
+    rank_weights,
+)
 from bench.wire import Send, Wire
 from schemas.event import from_micros, to_micros
 
@@ -37,7 +45,7 @@ class Traffic:
         self._customers = customer_ids(customers)
         ranks = list(range(1, customers + 1))
         rng.shuffle(ranks)
-        self._customer_weights = list(accumulate(rank**-1.2 for rank in ranks))
+        self._customer_weights = rank_weights(ranks)
         self._profiles = [p for p in CATALOGUE if p.model in models]
         self._profile_weights = list(accumulate(p.weight for p in self._profiles))
         self._start_us = to_micros(start)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from itertools import accumulate
@@ -26,6 +26,11 @@ def customer_ids(n: int = MAX_CUSTOMERS) -> tuple[str, ...]:
     if n > MAX_CUSTOMERS:
         return tuple(generated_id(i) for i in range(1, n + 1))
     return tuple(f"cust-{i:04d}" for i in range(1, n + 1))
+
+
+def rank_weights(ranks: Iterable[int]) -> list[float]:
+    """Cumulative weights of customers by rank, rank^-1.2: a few send most of the traffic."""
+    return list(accumulate(rank**-1.2 for rank in ranks))
 
 
 @cache
