@@ -299,8 +299,9 @@ class RatingEngine:
             schedule = found.schedules.get(dim)
             if schedule is None:
                 continue
-            if schedule.unit is not None:
-                total += (q * schedule.unit).quantize(STEP)
+            unit = schedule.unit
+            if unit is not None:
+                total += (q * unit).quantize(STEP)
                 continue
             key = (start, found.cid, dim)
             tally = costs.get(key)
